@@ -1,0 +1,88 @@
+"""The bridge's DICOM server: one pynetdicom AE, non-blocking, built from services.
+
+``start_dicom_server`` is called by the composition root; ``DicomServer.shutdown`` stops
+it. Verification, Modality Worklist and MPPS are offered by default; more services (storage,
+query/retrieve) are passed in as :class:`DicomService` values.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pynetdicom import AE
+from pynetdicom.events import EventHandlerType
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.transport import ThreadedAssociationServer
+from sqlalchemy.orm import Session, sessionmaker
+
+from bridge.adapters.dicom.association_policy import policy_handlers
+from bridge.adapters.dicom.mpps_scp import mpps_service
+from bridge.adapters.dicom.service import DicomService, ServiceFactory
+from bridge.adapters.dicom.worklist_scp import worklist_service
+from bridge.config import Settings
+
+logger = logging.getLogger("bridge.dicom")
+
+
+def verification_service(
+    settings: Settings, session_factory: sessionmaker[Session]
+) -> DicomService:
+    # pynetdicom answers C-ECHO itself (Success) when no handler is bound.
+    return DicomService(name="verification", sop_classes=(str(Verification),))
+
+
+DEFAULT_SERVICES: tuple[ServiceFactory, ...] = (
+    verification_service,
+    worklist_service,
+    mpps_service,
+)
+
+
+@dataclass(slots=True)
+class DicomServer:
+    ae: AE
+    server: ThreadedAssociationServer
+
+    @property
+    def port(self) -> int:
+        """The bound port (the OS's choice when ``dicom_port`` is 0)."""
+        return int(self.server.server_address[1])
+
+    def shutdown(self) -> None:
+        """Stop listening and end the open associations."""
+        self.server.shutdown()
+        self.ae.shutdown()
+
+
+def start_dicom_server(
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    *,
+    services: Sequence[ServiceFactory] = DEFAULT_SERVICES,
+    extra_services: Sequence[DicomService] = (),
+) -> DicomServer:
+    """Listen on ``(settings.bind, settings.dicom_port)`` as ``settings.ae_title``."""
+    built = [factory(settings, session_factory) for factory in services]
+    built.extend(extra_services)
+    ae = AE(ae_title=settings.ae_title)
+    ae.maximum_associations = settings.dicom_max_associations
+    handlers: list[EventHandlerType] = list(policy_handlers(settings))
+    for service in built:
+        for sop_class in service.sop_classes:
+            ae.add_supported_context(sop_class)
+        handlers.extend(service.handlers)
+    # Port 0 is bound by the OS to a free port, read back from the socket: no race with
+    # another process as there would be when picking a free port first.
+    server = ae.start_server(
+        (settings.bind, settings.dicom_port), block=False, evt_handlers=handlers
+    )
+    assert server is not None  # block=False always returns the server
+    dicom = DicomServer(ae, server)
+    logger.info(
+        "DICOM server %s listening on %s:%d (%s)", settings.ae_title, settings.bind,
+        dicom.port, ", ".join(s.name for s in built),
+        extra={"calling_ae": None, "accession": None},
+    )
+    return dicom

@@ -1,0 +1,192 @@
+"""Settings: read once at start from ``BRIDGE_*`` variables and an optional TOML file, then frozen.
+
+Nothing here is built at import time; :func:`load_settings` is called by the composition
+root (``bridge.app``) or the CLI, and the resulting object is passed down explicitly.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "BRIDGE_"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message names the ``BRIDGE_*`` key."""
+
+
+class DicomPeer(BaseModel):
+    """A DICOM application entity the bridge knows (allow-list entry)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ae_title: str = Field(min_length=1, max_length=16)
+    host: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    #: Character set to assume for undeclared 8-bit text from this peer (e.g. ``windows-1251``).
+    charset: str | None = None
+    #: Names sent to this peer are transliterated to Latin (worklist responses).
+    latin_only: bool = False
+
+
+class Settings(BaseSettings):
+    """Every setting of the bridge. Documented one by one in README.md."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, frozen=True, extra="forbid", env_nested_delimiter="__"
+    )
+
+    data_dir: Path = Path("./var")
+    database_url: str = ""
+    bind: str = "127.0.0.1"
+    mllp_port: int = Field(default=2575, ge=0, le=65535)
+    dicom_port: int = Field(default=11112, ge=0, le=65535)
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    ae_title: str = Field(default="BRIDGE", min_length=1, max_length=16)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    mappings_dir: Path = PROJECT_ROOT / "mappings"
+
+    # HL7 v2 intake
+    hl7_default_charset: str = "utf-8"
+    hl7_sender_charsets: dict[str, str] = Field(default_factory=dict)
+    hl7_max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    hl7_primary_authority: str = ""
+    hl7_batch_max: int = Field(default=256, ge=1, le=10000)
+    accession_policy: Literal["generate", "reject"] = "generate"
+    accession_prefix: str = "BR"
+    study_uid_policy: Literal["generate", "leave_empty"] = "generate"
+    uid_root: str = "1.2.826.0.1.3680043.10.1137"
+
+    # DICOM
+    dicom_peers: tuple[DicomPeer, ...] = ()
+    dicom_strict_peers: bool = False
+    mwl_character_set: str = "ISO_IR 192"
+    mwl_translit_language: Literal["uk", "ru"] = "uk"
+    dicom_max_associations: int = Field(default=16, ge=1, le=256)
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae_title_ascii(cls, value: str) -> str:
+        if not value.isascii() or "\\" in value or value.strip() != value:
+            raise ValueError("must be ASCII without backslash or surrounding spaces")
+        return value
+
+    @field_validator("hl7_default_charset")
+    @classmethod
+    def _known_codec(cls, value: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError as exc:
+            raise ValueError(f"unknown charset {value!r}") from exc
+        return value
+
+    @field_validator("hl7_sender_charsets")
+    @classmethod
+    def _known_codecs(cls, value: dict[str, str]) -> dict[str, str]:
+        import codecs
+
+        for charset in value.values():
+            try:
+                codecs.lookup(charset)
+            except LookupError as exc:
+                raise ValueError(f"unknown charset {charset!r}") from exc
+        return value
+
+    @field_validator("uid_root")
+    @classmethod
+    def _uid_root(cls, value: str) -> str:
+        parts = value.split(".")
+        if len(value) > 40 or not all(p.isdigit() and (p == "0" or not p.startswith("0"))
+                                      for p in parts):
+            raise ValueError("must be a DICOM UID root of digits and dots, at most 40 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _secure_defaults(self) -> Settings:
+        if not self.database_url:
+            object.__setattr__(
+                self, "database_url", f"sqlite:///{(self.data_dir / 'bridge.db').as_posix()}"
+            )
+        if not _is_loopback(self.bind) and not self.dicom_peers:
+            raise ValueError(
+                "bind: listening on a non-loopback address needs a DICOM peer allow-list; "
+                "set BRIDGE_DICOM_PEERS (and BRIDGE_DICOM_STRICT_PEERS=true)"
+            )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if _toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=_toml_file))
+        return tuple(sources)
+
+    def peer(self, ae_title: str) -> DicomPeer | None:
+        for peer in self.dicom_peers:
+            if peer.ae_title == ae_title:
+                return peer
+        return None
+
+
+_toml_file: Path | None = None
+
+
+def _is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Read and validate the settings once. Raises :class:`ConfigError` naming the bad key."""
+    global _toml_file
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"--config: no such file {config_file}")
+    _toml_file = config_file
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+    except ValueError as exc:  # TOML syntax errors surface as ValueError subclasses
+        raise ConfigError(f"{config_file}: {exc}") from None
+    finally:
+        _toml_file = None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        key = ENV_PREFIX + (loc[0].upper() if loc else "SETTINGS")
+        if not loc:  # model-level validator: the message starts with the field name
+            field, _, rest = error["msg"].removeprefix("Value error, ").partition(":")
+            key, msg = ENV_PREFIX + field.upper(), rest.strip()
+        else:
+            msg = error["msg"].removeprefix("Value error, ")
+            if len(loc) > 1:
+                key += " (" + ".".join(loc[1:]) + ")"
+        lines.append(f"invalid setting {key}: {msg}")
+    return "; ".join(lines)

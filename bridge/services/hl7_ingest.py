@@ -1,0 +1,308 @@
+"""HL7 v2 intake: log, de-duplicate, map and apply messages, and answer each with its ACK.
+
+Messages are handled in batches inside one database transaction (group commit): each
+message gets a savepoint, so a failing one rolls back alone, and every message's log row,
+effects and ACK are committed together *before* any ACK of the batch is released. A
+duplicate (same MSH-3, MSH-4, MSH-10) is answered with the stored ACK and not applied again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import and_, insert, or_, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from bridge.config import Settings
+from bridge.errors import BridgeError, Conflict, NotFound, Rejected, Transient, answer_for
+from bridge.mapping import hl7_to_domain as to_domain
+from bridge.mapping.ack import AckContext, build_ack, wants_ack
+from bridge.mapping.hl7_message import (
+    HL7Message,
+    RawHeader,
+    choose_charset,
+    decode,
+    read_raw_header,
+)
+from bridge.mapping.tables import HL7Tables
+from bridge.services import patients
+from bridge.services.orders import OrderPolicy, apply_order_command
+from bridge.store.models import HL7Message as LogRow
+
+log = logging.getLogger("bridge.hl7")
+
+MessageKey = tuple[str, str, str]
+
+
+@dataclass(slots=True)
+class Inbound:
+    raw: bytes
+    peer: str = ""
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What goes back to the sender, in order (enhanced mode: accept ACK, then app ACK)."""
+
+    accept_ack: str | None
+    app_ack: str | None
+    status: str
+    ack_code: str
+    error: str | None = None
+    error_location: str | None = None
+    duplicate: bool = False
+    message_id: int | None = None
+    #: The codec the replies are sent in (the message's own).
+    charset: str = "utf-8"
+
+    @property
+    def replies(self) -> list[str]:
+        return [ack for ack in (self.accept_ack, self.app_ack) if ack]
+
+
+@dataclass(slots=True)
+class _Prepared:
+    item: Inbound
+    header: RawHeader | None
+    charset: str | None = None
+    message: HL7Message | None = None
+    error: BridgeError | None = None
+
+    @property
+    def key(self) -> MessageKey | None:
+        h = self.header
+        if h is None or not h.control_id:
+            return None
+        return (h.sending_application, h.sending_facility, h.control_id)
+
+
+class HL7Ingest:
+    """The HL7 use case. Thread-safe as long as one thread calls :meth:`handle_batch`."""
+
+    def __init__(self, session_factory: sessionmaker[Session], tables: HL7Tables,
+                 settings: Settings) -> None:
+        self._sessions = session_factory
+        self._tables = tables
+        self._settings = settings
+        self._policy = OrderPolicy.from_settings(settings)
+        self._counter = itertools.count()
+
+    # -- batches ----------------------------------------------------------------------------
+    def handle_batch(self, batch: list[Inbound]) -> list[Outcome]:
+        prepared = [self._prepare(item) for item in batch]
+        try:
+            with self._sessions() as session, session.begin():
+                outcomes = self._handle_in(session, prepared)
+        except SQLAlchemyError as exc:
+            log.error("hl7 batch not stored: %s", type(exc).__name__, exc_info=True)
+            error = Transient("message could not be stored; resend later")
+            return [self._unstored(p, error) for p in prepared]
+        return outcomes
+
+    def handle_one(self, item: Inbound) -> Outcome:
+        return self.handle_batch([item])[0]
+
+    def _prepare(self, item: Inbound) -> _Prepared:
+        header = read_raw_header(item.raw)
+        prepared = _Prepared(item=item, header=header)
+        try:
+            charset = choose_charset(
+                header.msh18 if header else "",
+                header.sending_application if header else "",
+                self._settings.hl7_sender_charsets,
+                self._settings.hl7_default_charset,
+            )
+            prepared.charset = charset
+            prepared.message = HL7Message(decode(item.raw, charset), charset)
+        except BridgeError as exc:
+            prepared.error = exc
+        return prepared
+
+    def _handle_in(self, session: Session, prepared: list[_Prepared]) -> list[Outcome]:
+        stored = self._stored_acks(session, [p.key for p in prepared if p.key])
+        rows: list[dict[str, object]] = []
+        outcomes: list[Outcome] = []
+        in_batch: dict[MessageKey, Outcome] = {}
+        for p in prepared:
+            key = p.key
+            if key is not None and (key in stored or key in in_batch):
+                previous = stored.get(key) or in_batch[key]
+                log.info("duplicate hl7 message answered with the stored ACK",
+                         extra={"control_id": key[2], "sender": key[0]})
+                outcomes.append(Outcome(previous.accept_ack, previous.app_ack, previous.status,
+                                        previous.ack_code, previous.error,
+                                        previous.error_location, duplicate=True,
+                                        charset=previous.charset))
+                continue
+            outcome, accession = self._apply(session, p)
+            outcome.charset = p.charset or outcome.charset
+            outcomes.append(outcome)
+            if key is not None:
+                in_batch[key] = outcome
+            rows.append(self._log_row(p, outcome))
+            log.info("hl7 message %s", outcome.status, extra={
+                "control_id": key[2] if key else None, "sender": key[0] if key else None,
+                "message_type": _type_of(p), "ack_code": outcome.ack_code,
+                "accession": accession, "error_text": outcome.error,
+            })
+        if rows:
+            session.execute(insert(LogRow), rows)
+        return outcomes
+
+    def _apply(self, session: Session, p: _Prepared) -> tuple[Outcome, str | None]:
+        error = p.error
+        accession = None
+        if error is None:
+            assert p.message is not None
+            try:
+                with session.begin_nested():
+                    accession = self.apply_message(session, p.message)
+            except BridgeError as exc:
+                error = exc
+            except SQLAlchemyError:
+                raise  # the database itself failed: the whole batch is answered transient
+            except Exception as exc:  # a bug must not crash the listener: AE 207, logged
+                log.exception("hl7 message failed unexpectedly",
+                              extra={"control_id": p.key[2] if p.key else None})
+                error = BridgeError(f"internal error: {type(exc).__name__}")
+        return self._answer(p, error), accession
+
+    def apply_message(self, session: Session, msg: HL7Message) -> str | None:
+        """Map one message and apply it; returns its accession (for the logs) if any."""
+        tables, authority = self._tables, self._settings.hl7_primary_authority
+        handler = to_domain.classify(msg, tables)
+        if handler == "order":
+            command = to_domain.order_command(msg, tables, authority)
+            apply_order_command(session, command, policy=self._policy)
+            return command.order.accession
+        patient_cmd = to_domain.patient_command(msg, tables, handler, authority)
+        if patient_cmd.kind == "upsert":
+            patients.upsert_patient(session, patient_cmd.patient)
+        elif patient_cmd.kind == "merge":
+            assert patient_cmd.prior is not None
+            patients.merge_patients(session, patient_cmd.patient, patient_cmd.prior)
+        else:
+            assert patient_cmd.prior is not None
+            patients.change_identifier(session, patient_cmd.patient.primary, patient_cmd.prior)
+        return None
+
+    # -- answers ----------------------------------------------------------------------------
+    def _answer(self, p: _Prepared, error: BridgeError | None) -> Outcome:
+        ctx = AckContext.of(p.message) if p.message is not None else _context_from(p.header)
+        code = "AA" if error is None else answer_for(error).hl7_ack
+        status = "processed" if error is None else (
+            "rejected" if isinstance(error, Rejected) else "error")
+        accept_ack = app_ack = None
+        if ctx.enhanced:
+            accept = "CR" if isinstance(error, Rejected) else "CA"
+            if wants_ack(ctx.accept_ack_type, accept):
+                accept_ack = self._ack(ctx, accept, error if accept == "CR" else None)
+            if accept == "CA" and wants_ack(ctx.application_ack_type, code):
+                app_ack = self._ack(ctx, code, error)
+        else:
+            app_ack = self._ack(ctx, code, error)
+        return Outcome(accept_ack, app_ack, status, code, error.message if error else None,
+                       error.location if error else None)
+
+    def _unstored(self, p: _Prepared, error: BridgeError) -> Outcome:
+        ctx = AckContext.of(p.message) if p.message is not None else _context_from(p.header)
+        code = "CE" if ctx.enhanced else "AR"
+        return Outcome(None, self._ack(ctx, code, error), "unstored", code, error.message,
+                       charset=p.charset or "utf-8")
+
+    def _ack(self, ctx: AckContext, code: str, error: BridgeError | None) -> str:
+        now = datetime.now(UTC)
+        control_id = f"{now:%Y%m%d%H%M%S}{next(self._counter) % 1_000_000:06d}"
+        return build_ack(ctx, code, control_id=control_id, timestamp=f"{now:%Y%m%d%H%M%S}",
+                         error=error)
+
+    # -- the log ----------------------------------------------------------------------------
+    def _stored_acks(self, session: Session, keys: list[MessageKey]) -> dict[MessageKey, Outcome]:
+        if not keys:
+            return {}
+        found: dict[MessageKey, Outcome] = {}
+        for chunk in _chunks(list(set(keys)), 200):
+            rows = session.execute(
+                select(LogRow.sending_application, LogRow.sending_facility, LogRow.control_id,
+                       LogRow.accept_ack, LogRow.ack, LogRow.status, LogRow.ack_code,
+                       LogRow.error, LogRow.error_location, LogRow.charset)
+                .where(or_(*(and_(LogRow.sending_application == a,
+                                  LogRow.sending_facility == f, LogRow.control_id == c)
+                             for a, f, c in chunk)))
+            )
+            for r in rows:
+                found[(r.sending_application, r.sending_facility, r.control_id)] = Outcome(
+                    r.accept_ack, r.ack, r.status, r.ack_code or "", r.error, r.error_location,
+                    charset=r.charset or "utf-8")
+        return found
+
+    def _log_row(self, p: _Prepared, outcome: Outcome) -> dict[str, object]:
+        h = p.header
+        msg = p.message
+        return {
+            "received_at": p.item.received_at,
+            "peer": p.item.peer[:128],
+            "sending_application": h.sending_application if h else None,
+            "sending_facility": h.sending_facility if h else None,
+            "control_id": h.control_id if h and h.control_id else None,
+            "message_type": _type_of(p),
+            "version": msg.get("MSH-12.1") if msg else None,
+            "charset": p.charset,
+            "raw": p.item.raw,
+            "text": msg.text if msg else None,
+            "status": outcome.status,
+            "accept_ack": outcome.accept_ack,
+            "ack": outcome.app_ack,
+            "ack_code": outcome.ack_code,
+            "error": outcome.error,
+            "error_location": outcome.error_location,
+            "processed_at": datetime.now(UTC),
+            "attempts": 1,
+        }
+
+    # -- operator actions ------------------------------------------------------------------
+    def reprocess(self, message_id: int) -> Outcome:
+        """Run a failed or rejected message again (e.g. after fixing a mapping or charset)."""
+        with self._sessions() as session, session.begin():
+            row = session.get(LogRow, message_id, with_for_update=True)
+            if row is None:
+                raise NotFound(f"no message {message_id}")
+            if row.status not in ("error", "rejected"):
+                raise Conflict(f"message {message_id} is {row.status}; only failed messages "
+                               "are reprocessed")
+            p = self._prepare(Inbound(raw=row.raw, peer=row.peer or ""))
+            outcome, _ = self._apply(session, p)
+            row.status, row.ack_code, row.error = outcome.status, outcome.ack_code, outcome.error
+            row.error_location = outcome.error_location
+            row.charset = p.charset
+            row.text = p.message.text if p.message else row.text
+            row.ack = outcome.app_ack or row.ack
+            row.attempts += 1
+            row.processed_at = datetime.now(UTC)
+            outcome.message_id = row.id
+        log.info("hl7 message reprocessed", extra={"message_id": message_id,
+                                                    "ack_code": outcome.ack_code})
+        return outcome
+
+
+def _type_of(p: _Prepared) -> str | None:
+    if p.message is None:
+        return None
+    code, trigger = p.message.message_code, p.message.trigger
+    return f"{code}^{trigger}" if trigger else code or None
+
+
+def _context_from(header: RawHeader | None) -> AckContext:
+    if header is None:
+        return AckContext()
+    return AckContext(sending_application=header.sending_application,
+                      sending_facility=header.sending_facility, control_id=header.control_id)
+
+
+def _chunks(items: list[MessageKey], size: int) -> list[list[MessageKey]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]

@@ -1,0 +1,48 @@
+"""Runs the HL7 intake (ingest service, writer thread, MLLP listener) on a free port."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from bridge.adapters.mllp import MLLPServer
+from bridge.config import Settings
+from bridge.mapping.tables import load_hl7_tables
+from bridge.services.batching import BatchWriter
+from bridge.services.hl7_ingest import HL7Ingest, Inbound, Outcome
+
+
+@dataclass
+class RunningMLLP:
+    port: int
+    ingest: HL7Ingest
+
+
+def make_ingest(settings: Settings, sessions: sessionmaker[Session]) -> HL7Ingest:
+    return HL7Ingest(sessions, load_hl7_tables(settings.mappings_dir), settings)
+
+
+@contextmanager
+def running_mllp(settings: Settings, sessions: sessionmaker[Session],
+                 *, max_message_bytes: int | None = None) -> Iterator[RunningMLLP]:
+    ingest = make_ingest(settings, sessions)
+    writer: BatchWriter[Inbound, Outcome] = BatchWriter(ingest.handle_batch, batch_max=64)
+    writer.start()
+    server = MLLPServer(writer, max_message_bytes=max_message_bytes
+                        or settings.hl7_max_message_bytes)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    port = asyncio.run_coroutine_threadsafe(server.start("127.0.0.1", 0), loop).result(10)
+    try:
+        yield RunningMLLP(port=port, ingest=ingest)
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        writer.stop()

@@ -1,0 +1,279 @@
+"""Modality Worklist SCP over real sockets: DCMTK findscu and a pynetdicom client."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
+from sqlalchemy.orm import Session, sessionmaker
+
+from bridge.adapters.dicom.server import DicomServer, start_dicom_server
+from bridge.config import DicomPeer, Settings
+from bridge.store.models import Patient
+from tests.conftest import require_tool
+from tests.worklist_factories import BulkPlan, add_patient, bulk_schedule, schedule
+
+pytestmark = pytest.mark.integration
+
+MWL = ModalityWorklistInformationFind
+StartServer = Callable[..., DicomServer]
+
+
+@pytest.fixture
+def start_server(
+    settings: Settings, session_factory: sessionmaker[Session]
+) -> Iterator[StartServer]:
+    servers: list[DicomServer] = []
+
+    def start(**overrides: Any) -> DicomServer:
+        server = start_dicom_server(settings.model_copy(update=overrides), session_factory)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()
+
+
+@pytest.fixture
+def seeded(session_factory: sessionmaker[Session]) -> None:
+    with session_factory.begin() as s:
+        schedule(s, name="Ґалаґан^Олена", ids=[("UA100", "HOSP"), ("NI555", "NATIONAL")],
+                 order={"accession": "ACCG", "procedure_code": "CTHEAD",
+                        "procedure_scheme": "LOCAL", "procedure_meaning": "КТ голови",
+                        "reason": "Головний біль", "referring_physician": "Франко^Іван"},
+                 station_ae="CT1", modality="CT", start_date="20261122", start_time="090000",
+                 protocol_codes=[{"code": "P1", "scheme": "LOCAL", "meaning": "Протокол"}])
+        schedule(s, name="Galant^Ivan", ids=[("UA200", "HOSP")], order={"accession": "ACCI"},
+                 station_ae="CT1", modality="CT", start_date="20261123", start_time="140000")
+        schedule(s, name="Petrenko^Petro", ids=[("UA300", "HOSP")],
+                 order={"accession": "ACCP"}, station_ae="MR1", modality="MR",
+                 start_date="20261122", start_time="100000")
+        # Out of range, and closed steps that must never be offered.
+        schedule(s, name="Later^Case", station_ae="CT1", start_date="20261130")
+        for status in ("CANCELED", "COMPLETED", "DISCONTINUED"):
+            schedule(s, name=f"Closed^{status}", station_ae="CT1", start_date="20261122",
+                     status=status, order={"accession": f"X{status[:5]}"})
+        # A40: OLD1 merged into NEW1; the order already moved to the survivor.
+        survivor = add_patient(s, "Survivor^Sam", [("NEW1", "HOSP")])
+        prior = add_patient(s, "Prior^Sam", [("OLD1", "HOSP")])
+        prior.merged_into_id = survivor.id
+        schedule(s, patient=survivor, order={"accession": "ACCM"}, station_ae="CT2",
+                 start_date="20261124")
+
+
+def find(port: int, identifier: Dataset, calling_ae: str = "MODALITY") -> list[Dataset]:
+    """pynetdicom client: the pending identifiers; asserts the final status is success."""
+    ae = AE(ae_title=calling_ae)
+    ae.add_requested_context(MWL)
+    assoc = ae.associate("127.0.0.1", port, ae_title="BRIDGE")
+    assert assoc.is_established
+    try:
+        responses = list(assoc.send_c_find(identifier, MWL))
+    finally:
+        assoc.release()
+    *pending, (final, _) = responses
+    assert final.Status == 0x0000, final
+    assert all(status.Status == 0xFF00 for status, _ in pending)
+    return [ds for _, ds in pending]
+
+
+def query(sps: dict[str, str] | None = None, **top: str) -> Dataset:
+    ds = Dataset()
+    ds.PatientName = ""
+    ds.PatientID = ""
+    ds.AccessionNumber = ""
+    for keyword, value in top.items():
+        setattr(ds, keyword, value)
+    item = Dataset()
+    item.ScheduledStationAETitle = ""
+    item.ScheduledProcedureStepStartDate = ""
+    item.Modality = ""
+    item.ScheduledProcedureStepStatus = ""
+    for keyword, value in (sps or {}).items():
+        setattr(item, keyword, value)
+    ds.ScheduledProcedureStepSequence = [item]
+    return ds
+
+
+def accessions(results: list[Dataset]) -> list[str]:
+    return sorted(str(ds.AccessionNumber) for ds in results)
+
+
+def findscu(port: int, keys: list[str], out: Path, aet: str = "FINDSCU") -> list[Dataset]:
+    tool = require_tool("findscu")
+    out.mkdir()
+    args = [tool, "-W", "-aet", aet, "-aec", "BRIDGE", "-X", "-od", str(out),
+            "127.0.0.1", str(port)]
+    for key in keys:
+        args += ["-k", key]
+    done = subprocess.run(args, capture_output=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    return [dcmread(path) for path in sorted(out.glob("rsp*.dcm"))]
+
+
+@pytest.mark.usefixtures("seeded")
+def test_findscu_station_and_date_range_in_utf8(start_server: StartServer,
+                                                 tmp_path: Path) -> None:
+    server = start_server()
+    results = findscu(server.port, [
+        "(0008,0005)=ISO_IR 192", "PatientName", "PatientID", "AccessionNumber",
+        "(0040,0100)[0].ScheduledStationAETitle=CT1",
+        "(0040,0100)[0].ScheduledProcedureStepStartDate=20261122-20261123",
+        "(0040,0100)[0].ScheduledProcedureStepStartTime",
+        "(0040,0100)[0].Modality",
+    ], tmp_path / "rsp")
+    assert accessions(results) == ["ACCG", "ACCI"]
+    galagan = next(ds for ds in results if ds.AccessionNumber == "ACCG")
+    assert galagan.SpecificCharacterSet == "ISO_IR 192"
+    assert str(galagan.PatientName) == "Ґалаґан^Олена"
+    assert galagan.ScheduledProcedureStepSequence[0].Modality == "CT"
+
+
+@pytest.mark.usefixtures("seeded")
+def test_findscu_cyrillic_name_wildcard_is_case_insensitive(start_server: StartServer,
+                                                             tmp_path: Path) -> None:
+    server = start_server()
+    results = findscu(server.port, ["(0008,0005)=ISO_IR 192", "PatientName=ҐАЛАҐ*",
+                                    "AccessionNumber"], tmp_path / "rsp")
+    assert [str(ds.PatientName) for ds in results] == ["Ґалаґан^Олена"]
+
+
+@pytest.mark.usefixtures("seeded")
+def test_modality_and_date(start_server: StartServer) -> None:
+    port = start_server().port
+    results = find(port, query({"Modality": "MR", "ScheduledProcedureStepStartDate": "20261122"}))
+    assert accessions(results) == ["ACCP"]
+
+
+@pytest.mark.usefixtures("seeded")
+def test_patient_id_with_issuer_and_accession(start_server: StartServer) -> None:
+    port = start_server().port
+    assert accessions(find(port, query(PatientID="UA100", IssuerOfPatientID="HOSP"))) == ["ACCG"]
+    assert find(port, query(PatientID="UA100", IssuerOfPatientID="OTHER")) == []
+    assert accessions(find(port, query(AccessionNumber="ACCI"))) == ["ACCI"]
+
+
+@pytest.mark.usefixtures("seeded")
+def test_question_mark_and_name_wildcards(start_server: StartServer) -> None:
+    port = start_server().port
+    assert accessions(find(port, query(PatientID="UA?00"))) == ["ACCG", "ACCI", "ACCP"]
+    assert accessions(find(port, query(PatientName="gal*"))) == ["ACCI"]
+    utf8 = query(PatientName="ґалаґан^олена")
+    utf8.SpecificCharacterSet = "ISO_IR 192"
+    assert accessions(find(port, utf8)) == ["ACCG"]
+
+
+@pytest.mark.usefixtures("seeded")
+def test_every_requested_key_is_returned(start_server: StartServer) -> None:
+    port = start_server().port
+    ds = query(AccessionNumber="ACCG")
+    for keyword in ("IssuerOfPatientID", "PatientBirthDate", "PatientSex",
+                    "StudyInstanceUID", "RequestedProcedureID", "RequestedProcedurePriority",
+                    "ReasonForTheRequestedProcedure", "ReferringPhysicianName",
+                    "RequestingPhysician", "AdmissionID",
+                    "PlacerOrderNumberImagingServiceRequest",
+                    "FillerOrderNumberImagingServiceRequest"):
+        setattr(ds, keyword, "")
+    ds.OtherPatientIDsSequence = []
+    ds.RequestedProcedureCodeSequence = []
+    ds.add_new(0x00101030, "DS", None)  # PatientWeight: not ours to know
+    ds.ScheduledProcedureStepSequence[0].ScheduledProtocolCodeSequence = []
+    ds.ScheduledProcedureStepSequence[0].ScheduledProcedureStepID = ""
+    [result] = find(port, ds)
+    for elem in ds:
+        assert elem.tag in result, elem
+    assert 0x00101030 in result and not result[0x00101030].value
+    assert result.OtherPatientIDsSequence[0].PatientID == "NI555"
+    assert result.RequestedProcedureCodeSequence[0].CodeValue == "CTHEAD"
+    sps = result.ScheduledProcedureStepSequence[0]
+    assert sps.ScheduledProtocolCodeSequence[0].CodeMeaning == "Протокол"
+    assert sps.ScheduledProcedureStepID and sps.ScheduledProcedureStepStatus == "SCHEDULED"
+
+
+@pytest.mark.usefixtures("seeded")
+def test_closed_steps_are_never_offered(start_server: StartServer) -> None:
+    port = start_server().port
+    results = find(port, query({"ScheduledStationAETitle": "CT1"}))
+    assert {"ACCG", "ACCI"} <= set(accessions(results))
+    assert not [ds for ds in results if str(ds.AccessionNumber).startswith("X")]
+    assert all(ds.ScheduledProcedureStepSequence[0].ScheduledProcedureStepStatus == "SCHEDULED"
+               for ds in results)
+
+
+@pytest.mark.usefixtures("seeded")
+def test_merged_away_patient_id_finds_the_survivors_items(start_server: StartServer) -> None:
+    port = start_server().port
+    [result] = find(port, query(PatientID="OLD1"))
+    assert result.AccessionNumber == "ACCM"
+    assert result.PatientID == "NEW1"
+    assert str(result.PatientName) == "Survivor^Sam"
+
+
+@pytest.mark.usefixtures("seeded")
+def test_an_order_left_on_the_merged_patient_shows_the_survivor(
+    start_server: StartServer, session_factory: sessionmaker[Session]
+) -> None:
+    with session_factory.begin() as s:
+        prior = s.query(Patient).filter_by(name="Prior^Sam").one()
+        schedule(s, patient=prior, order={"accession": "ACCL"}, station_ae="CT9")
+    [result] = find(start_server().port, query({"ScheduledStationAETitle": "CT9"}))
+    assert (result.PatientID, str(result.PatientName)) == ("NEW1", "Survivor^Sam")
+
+
+@pytest.mark.usefixtures("seeded")
+def test_latin_only_peer_gets_transliterated_names(start_server: StartServer,
+                                                    tmp_path: Path) -> None:
+    server = start_server(dicom_peers=(DicomPeer(ae_title="OLDCT", latin_only=True),))
+    results = findscu(server.port, ["PatientName", "AccessionNumber=ACCG",
+                                    "ReasonForTheRequestedProcedure"],
+                      tmp_path / "rsp", aet="OLDCT")
+    [result] = results
+    assert str(result.PatientName) == "Galagan^Olena"
+    assert result.ReasonForTheRequestedProcedure == "Holovnyi bil"
+    assert not result.get("SpecificCharacterSet")
+
+
+def test_strict_peers_reject_an_unknown_calling_ae(start_server: StartServer) -> None:
+    server = start_server(dicom_strict_peers=True, dicom_peers=(
+        DicomPeer(ae_title="KNOWN"), DicomPeer(ae_title="FARAWAY", host="192.0.2.10")))
+    for calling_ae, accepted in (("KNOWN", True), ("STRANGER", False), ("FARAWAY", False)):
+        ae = AE(ae_title=calling_ae)
+        ae.add_requested_context(MWL)
+        assoc = ae.associate("127.0.0.1", server.port, ae_title="BRIDGE")
+        assert assoc.is_established is accepted, calling_ae
+        if accepted:
+            assoc.release()
+        else:
+            assert assoc.is_rejected
+            assert assoc.acceptor.primitive is not None
+            assert assoc.acceptor.primitive.diagnostic == 0x03  # calling AE not recognized
+
+
+def test_c_cancel_stops_the_results(start_server: StartServer,
+                                    session_factory: sessionmaker[Session]) -> None:
+    with session_factory.begin() as s:
+        bulk_schedule(s.connection(), BulkPlan(steps=400, stations=1, days=1))
+    port = start_server().port
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(MWL)
+    assoc = ae.associate("127.0.0.1", port, ae_title="BRIDGE")
+    assert assoc.is_established
+    try:
+        responses = assoc.send_c_find(query({"ScheduledStationAETitle": "STATION00"}), MWL,
+                                      msg_id=7)
+        first_status, _ = next(responses)
+        assert first_status.Status == 0xFF00
+        assoc.send_c_cancel(7, query_model=MWL)
+        rest = list(responses)
+    finally:
+        assoc.release()
+    assert rest[-1][0].Status == 0xFE00
+    assert len(rest) < 400
