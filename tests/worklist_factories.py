@@ -128,7 +128,8 @@ def bulk_schedule(conn: Connection, plan: BulkPlan, *, batch: int = 5000) -> Non
                            "study_instance_uid": f"1.2.826.0.1.3680043.10.1137.8.{n}",
                            "priority": "ROUTINE", "status": "SCHEDULED", "source": "bench",
                            "procedure_code": "P1", "procedure_scheme": "L",
-                           "procedure_meaning": "Procedure"})
+                           "procedure_meaning": "Procedure",
+                           "procedure_description": "Procedure"})
             steps.append({"id": n, "order_id": n, "sps_id": f"S{n}",
                           "station_ae": bulk_station(station),
                           "station_name": f"ST{station}",

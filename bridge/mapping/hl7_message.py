@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 from dataclasses import dataclass
+from functools import lru_cache
 
 from bridge.errors import Rejected
 
@@ -157,6 +158,7 @@ def _is_hex(text: str) -> bool:
     return len(text) % 2 == 0 and all(c in "0123456789abcdefABCDEF" for c in text) and bool(text)
 
 
+@lru_cache(maxsize=1024)
 def parse_path(path: str) -> tuple[str, tuple[int, ...]]:
     segment, _, rest = path.partition("-")
     numbers = tuple(int(n) for n in rest.split("."))

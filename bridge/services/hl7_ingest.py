@@ -13,11 +13,12 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, insert, or_, select
+from sqlalchemy import insert, select, tuple_
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.config import Settings
+from bridge.domain import OrderCommand, PatientCommand
 from bridge.errors import BridgeError, Conflict, NotFound, Rejected, Transient, answer_for
 from bridge.mapping import hl7_to_domain as to_domain
 from bridge.mapping.ack import AckContext, build_ack, wants_ack
@@ -34,6 +35,10 @@ from bridge.services.orders import OrderPolicy, apply_order_command
 from bridge.store.models import HL7Message as LogRow
 
 log = logging.getLogger("bridge.hl7")
+LOG = LogRow.__table__
+_STORED_ACKS = select(LOG.c.sending_application, LOG.c.sending_facility, LOG.c.control_id,
+                      LOG.c.accept_ack, LOG.c.ack, LOG.c.status, LOG.c.ack_code, LOG.c.error,
+                      LOG.c.error_location, LOG.c.charset)
 
 MessageKey = tuple[str, str, str]
 
@@ -65,12 +70,20 @@ class Outcome:
         return [ack for ack in (self.accept_ack, self.app_ack) if ack]
 
 
+Command = OrderCommand | PatientCommand
+
+
+class _NeedsIsolation(Exception):
+    """A message failed in an optimistic batch: run the batch again with savepoints."""
+
+
 @dataclass(slots=True)
 class _Prepared:
     item: Inbound
     header: RawHeader | None
     charset: str | None = None
     message: HL7Message | None = None
+    command: Command | None = None
     error: BridgeError | None = None
 
     @property
@@ -94,15 +107,24 @@ class HL7Ingest:
 
     # -- batches ----------------------------------------------------------------------------
     def handle_batch(self, batch: list[Inbound]) -> list[Outcome]:
+        """Decode and map outside the transaction, then apply the batch in one commit.
+
+        The first attempt runs without savepoints (failures that get this far are rare:
+        mapping errors are known before the transaction); if a message fails there, the
+        batch is run again with a savepoint per message so only that message is rolled back.
+        """
         prepared = [self._prepare(item) for item in batch]
         try:
-            with self._sessions() as session, session.begin():
-                outcomes = self._handle_in(session, prepared)
+            for isolated in (False, True):
+                try:
+                    with self._sessions() as session, session.begin():
+                        return self._handle_in(session, prepared, isolated=isolated)
+                except _NeedsIsolation:
+                    continue
         except SQLAlchemyError as exc:
             log.error("hl7 batch not stored: %s", type(exc).__name__, exc_info=True)
-            error = Transient("message could not be stored; resend later")
-            return [self._unstored(p, error) for p in prepared]
-        return outcomes
+        error = Transient("message could not be stored; resend later")
+        return [self._unstored(p, error) for p in prepared]
 
     def handle_one(self, item: Inbound) -> Outcome:
         return self.handle_batch([item])[0]
@@ -119,11 +141,16 @@ class HL7Ingest:
             )
             prepared.charset = charset
             prepared.message = HL7Message(decode(item.raw, charset), charset)
+            prepared.command = self.map_message(prepared.message)
         except BridgeError as exc:
             prepared.error = exc
+        except Exception as exc:  # a mapping bug must not crash the listener: AE 207, logged
+            log.exception("hl7 message could not be mapped")
+            prepared.error = BridgeError(f"internal error: {type(exc).__name__}")
         return prepared
 
-    def _handle_in(self, session: Session, prepared: list[_Prepared]) -> list[Outcome]:
+    def _handle_in(self, session: Session, prepared: list[_Prepared], *,
+                   isolated: bool) -> list[Outcome]:
         stored = self._stored_acks(session, [p.key for p in prepared if p.key])
         rows: list[dict[str, object]] = []
         outcomes: list[Outcome] = []
@@ -139,7 +166,7 @@ class HL7Ingest:
                                         previous.error_location, duplicate=True,
                                         charset=previous.charset))
                 continue
-            outcome, accession = self._apply(session, p)
+            outcome, accession = self._apply(session, p, isolated=isolated)
             outcome.charset = p.charset or outcome.charset
             outcomes.append(outcome)
             if key is not None:
@@ -151,17 +178,25 @@ class HL7Ingest:
                 "accession": accession, "error_text": outcome.error,
             })
         if rows:
-            session.execute(insert(LogRow), rows)
+            session.connection().execute(insert(LOG), rows)
         return outcomes
 
-    def _apply(self, session: Session, p: _Prepared) -> tuple[Outcome, str | None]:
+    def _apply(self, session: Session, p: _Prepared, *,
+               isolated: bool = True) -> tuple[Outcome, str | None]:
         error = p.error
         accession = None
         if error is None:
-            assert p.message is not None
+            assert p.command is not None
+            if not isolated:
+                try:
+                    return self._answer(p, None), self.apply_command(session, p.command)
+                except SQLAlchemyError:
+                    raise
+                except Exception as exc:
+                    raise _NeedsIsolation from exc
             try:
                 with session.begin_nested():
-                    accession = self.apply_message(session, p.message)
+                    accession = self.apply_command(session, p.command)
             except BridgeError as exc:
                 error = exc
             except SQLAlchemyError:
@@ -172,15 +207,20 @@ class HL7Ingest:
                 error = BridgeError(f"internal error: {type(exc).__name__}")
         return self._answer(p, error), accession
 
-    def apply_message(self, session: Session, msg: HL7Message) -> str | None:
-        """Map one message and apply it; returns its accession (for the logs) if any."""
+    def map_message(self, msg: HL7Message) -> Command:
+        """The pure part: what the message asks for (raises BridgeError kinds)."""
         tables, authority = self._tables, self._settings.hl7_primary_authority
         handler = to_domain.classify(msg, tables)
         if handler == "order":
-            command = to_domain.order_command(msg, tables, authority)
+            return to_domain.order_command(msg, tables, authority)
+        return to_domain.patient_command(msg, tables, handler, authority)
+
+    def apply_command(self, session: Session, command: Command) -> str | None:
+        """Apply a mapped message; returns its accession (for the logs) if any."""
+        if isinstance(command, OrderCommand):
             apply_order_command(session, command, policy=self._policy)
             return command.order.accession
-        patient_cmd = to_domain.patient_command(msg, tables, handler, authority)
+        patient_cmd = command
         if patient_cmd.kind == "upsert":
             patients.upsert_patient(session, patient_cmd.patient)
         elif patient_cmd.kind == "merge":
@@ -223,18 +263,13 @@ class HL7Ingest:
 
     # -- the log ----------------------------------------------------------------------------
     def _stored_acks(self, session: Session, keys: list[MessageKey]) -> dict[MessageKey, Outcome]:
-        if not keys:
-            return {}
         found: dict[MessageKey, Outcome] = {}
-        for chunk in _chunks(list(set(keys)), 200):
-            rows = session.execute(
-                select(LogRow.sending_application, LogRow.sending_facility, LogRow.control_id,
-                       LogRow.accept_ack, LogRow.ack, LogRow.status, LogRow.ack_code,
-                       LogRow.error, LogRow.error_location, LogRow.charset)
-                .where(or_(*(and_(LogRow.sending_application == a,
-                                  LogRow.sending_facility == f, LogRow.control_id == c)
-                             for a, f, c in chunk)))
-            )
+        conn = session.connection()
+        unique = list(set(keys))
+        for start in range(0, len(unique), 200):
+            rows = conn.execute(_STORED_ACKS.where(
+                tuple_(LOG.c.sending_application, LOG.c.sending_facility, LOG.c.control_id)
+                .in_(unique[start:start + 200])))
             for r in rows:
                 found[(r.sending_application, r.sending_facility, r.control_id)] = Outcome(
                     r.accept_ack, r.ack, r.status, r.ack_code or "", r.error, r.error_location,
@@ -304,5 +339,3 @@ def _context_from(header: RawHeader | None) -> AckContext:
                       sending_facility=header.sending_facility, control_id=header.control_id)
 
 
-def _chunks(items: list[MessageKey], size: int) -> list[list[MessageKey]]:
-    return [items[i:i + size] for i in range(0, len(items), size)]

@@ -3,15 +3,18 @@
 The same rules serve HL7 (ORM/OMI), the HTTP API and, later, FHIR: an order is found by its
 placer number, else its accession, else its filler number, so an order created by one channel
 and changed by another stays one order when the identifiers agree.
+
+Like :mod:`bridge.services.patients` this is on the HL7 hot path and uses SQLAlchemy Core
+with statements built once.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pydicom.uid import generate_uid
-from sqlalchemy import select
+from sqlalchemy import Connection, and_, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from bridge.config import Settings
@@ -25,10 +28,33 @@ from bridge.domain import (
 )
 from bridge.errors import MappingFailed, NotFound
 from bridge.services.patients import upsert_patient
-from bridge.store.models import Order, ProcedureStep
+from bridge.store.models import Order, ProcedureStep, utcnow
+
+O = Order.__table__  # noqa: E741 - the table, as in SQL
+S = ProcedureStep.__table__
 
 #: A step that has begun or ended is not put back to SCHEDULED by an order change.
-_PROTECTED_FROM_RESCHEDULE = CLOSED_STATUSES | {StepStatus.STARTED}
+_PROTECTED_FROM_RESCHEDULE = (CLOSED_STATUSES | {StepStatus.STARTED}) - {StepStatus.CANCELED}
+_CLOSED = [s.value for s in CLOSED_STATUSES]
+
+ORDER_FIELDS = ("placer_number", "filler_number", "accession", "study_instance_uid",
+                "requested_procedure_id", "procedure_description", "priority", "reason",
+                "requesting_physician", "referring_physician", "admission_id")
+STEP_FIELDS = ("station_ae", "station_name", "location", "modality", "start_date",
+               "start_time", "description", "performing_physician")
+
+_BY_PLACER = select(O).where(O.c.placer_number == bindparam("number"),
+                             O.c.placer_issuer == bindparam("issuer"))
+#: Placer or accession in one round trip (each side uses its own index); placer wins.
+_BY_PLACER_OR_ACCESSION = select(O).where(
+    and_(O.c.placer_number == bindparam("number"), O.c.placer_issuer == bindparam("issuer"))
+    | (O.c.accession == bindparam("accession")))
+_BY_ACCESSION = select(O).where(O.c.accession == bindparam("accession")).limit(1)
+_BY_FILLER = select(O).where(O.c.filler_number == bindparam("number"),
+                             O.c.filler_issuer == bindparam("issuer")).limit(1)
+_STEPS = select(S.c.id, S.c.sps_id, S.c.status).where(S.c.order_id == bindparam("order_id"))
+_INSERT_ORDER = insert(O).returning(O.c.id)
+_INSERT_STEP = insert(S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,134 +80,175 @@ def apply_order_command(session: Session, command: OrderCommand, *, policy: Orde
     if not data.placer_number and not data.accession and not data.filler_number:
         raise MappingFailed("order has no placer number, accession or filler number",
                             location="ORC-2")
-    order = find_order(session, data)
+    conn = session.connection()
+    order = _find(conn, data)
     if command.action in (OrderAction.NEW, OrderAction.CHANGE):
         patient_id = upsert_patient(session, command.patient)
         if order is None:
-            order = _create_order(session, patient_id, command, policy)
-        else:
-            order.patient_id = patient_id  # the MIS wins, also when it moves the order
-            _update_order(order, data)
-            _upsert_steps(session, order, data.steps, command.step_status, policy)
-        order.status = _order_status(order)
-    else:
-        if order is None:
-            raise NotFound(f"no order with placer number {data.placer_number or '-'} / "
-                           f"accession {data.accession or '-'}", location="ORC-2")
-        if command.patient.identifiers and command.patient.primary.value:
-            upsert_patient(session, command.patient)
-        _update_order(order, data)
-        for step in order.steps:
-            if command.action is OrderAction.STATUS or step.status not in CLOSED_STATUSES:
-                step.status = command.step_status.value
-        order.status = command.step_status.value
-    session.flush()
-    return order.id
+            return _create_order(conn, patient_id, command, policy)
+        changes = _order_changes(order, data)
+        if order.patient_id != patient_id:
+            changes["patient_id"] = patient_id  # the MIS wins, also when it moves the order
+        statuses = _upsert_steps(conn, order, data.steps, command.step_status)
+        status = _order_status(statuses, order.status)
+        if status != order.status:
+            changes["status"] = status
+        if changes:
+            conn.execute(update(O).where(O.c.id == order.id).values(updated_at=utcnow(),
+                                                                    **changes))
+        return int(order.id)
+    if order is None:
+        raise NotFound(f"no order with placer number {data.placer_number or '-'} / "
+                       f"accession {data.accession or '-'}", location="ORC-2")
+    if command.patient.identifiers and command.patient.primary.value:
+        upsert_patient(session, command.patient)
+    steps = update(S).where(S.c.order_id == order.id).values(
+        status=command.step_status.value, updated_at=utcnow())
+    if command.action is not OrderAction.STATUS:
+        steps = steps.where(S.c.status.not_in(_CLOSED))  # an ended step stays ended
+    conn.execute(steps)
+    conn.execute(update(O).where(O.c.id == order.id).values(
+        status=command.step_status.value, updated_at=utcnow(), **_order_changes(order, data)))
+    return int(order.id)
 
 
-def find_order(session: Session, data: OrderData) -> Order | None:
-    if data.placer_number:
-        order = session.execute(
-            select(Order).where(Order.placer_number == data.placer_number,
-                                Order.placer_issuer == data.placer_issuer)
-        ).scalar_one_or_none()
-        if order is not None:
-            return order
-    if data.accession:
-        order = session.execute(
-            select(Order).where(Order.accession == data.accession).limit(1)
-        ).scalar_one_or_none()
-        if order is not None:
-            return order
+def find_order(session: Session, data: OrderData) -> Any:
+    """The stored order row (``.id``, ``.accession``, ...) these identifiers name, or None."""
+    return _find(session.connection(), data)
+
+
+def _find(conn: Connection, data: OrderData) -> Any:
+    if data.placer_number and data.accession:
+        rows = conn.execute(_BY_PLACER_OR_ACCESSION, {
+            "number": data.placer_number, "issuer": data.placer_issuer,
+            "accession": data.accession}).all()
+        for row in rows:
+            if (row.placer_number, row.placer_issuer) == (data.placer_number, data.placer_issuer):
+                return row
+        if rows:
+            return rows[0]
+    elif data.placer_number:
+        row = conn.execute(_BY_PLACER, {"number": data.placer_number,
+                                        "issuer": data.placer_issuer}).first()
+        if row is not None:
+            return row
+    elif data.accession:
+        row = conn.execute(_BY_ACCESSION, {"accession": data.accession}).first()
+        if row is not None:
+            return row
     if data.filler_number:
-        return session.execute(
-            select(Order).where(Order.filler_number == data.filler_number,
-                                Order.filler_issuer == data.filler_issuer).limit(1)
-        ).scalar_one_or_none()
+        return conn.execute(_BY_FILLER, {"number": data.filler_number,
+                                         "issuer": data.filler_issuer}).first()
     return None
 
 
-def _create_order(session: Session, patient_id: int, command: OrderCommand,
-                  policy: OrderPolicy) -> Order:
+def _create_order(conn: Connection, patient_id: int, command: OrderCommand,
+                  policy: OrderPolicy) -> int:
     data = command.order
     if not data.accession and policy.accession == "reject":
         raise MappingFailed("accession number missing", location="OBR-18")
     if not data.steps:
         raise MappingFailed("order has no procedure step", location="OBR")
-    order = Order(patient_id=patient_id, source=command.source,
-                  status=command.step_status.value)
-    _update_order(order, data)
-    if not order.study_instance_uid and policy.study_uid == "generate":
-        order.study_instance_uid = generate_uid(prefix=policy.uid_root + ".")
-    session.add(order)
-    session.flush()
-    if not order.accession:
+    values: dict[str, Any] = {name: None for name in ORDER_FIELDS}
+    values.update(procedure_code=None, procedure_scheme=None, procedure_meaning=None)
+    values.update(_order_changes(None, data))
+    if not values.get("study_instance_uid") and policy.study_uid == "generate":
+        values["study_instance_uid"] = generate_uid(prefix=policy.uid_root + ".")
+    now = utcnow()
+    values.update(patient_id=patient_id, source=command.source,
+                  status=command.step_status.value, created_at=now, updated_at=now,
+                  placer_issuer=data.placer_issuer, filler_issuer=data.filler_issuer)
+    order_id = int(conn.execute(_INSERT_ORDER, values).scalar_one())
+    accession, procedure_id = values.get("accession"), values.get("requested_procedure_id")
+    if not accession or not procedure_id:
         # Unique because the order id is; SH allows 16 characters.
-        order.accession = f"{policy.accession_prefix}{order.id:08d}"[:16]
-    if not order.requested_procedure_id:
-        order.requested_procedure_id = order.accession
-    _upsert_steps(session, order, data.steps, command.step_status, policy)
-    return order
+        accession = accession or f"{policy.accession_prefix}{order_id:08d}"[:16]
+        procedure_id = procedure_id or accession
+        conn.execute(update(O).where(O.c.id == order_id).values(
+            accession=accession, requested_procedure_id=procedure_id))
+    base = procedure_id or accession or str(order_id)
+    rows = [_step_values(step, order_id, step.sps_id or _generated_sps_id(base, n, len(
+        data.steps)), command.step_status) for n, step in enumerate(data.steps, start=1)]
+    conn.execute(_INSERT_STEP, rows)
+    return order_id
 
 
-def _update_order(order: Order, data: OrderData) -> None:
-    """Copy what the sender said onto the order; None means "not said", keep the stored value."""
-    for name in ("placer_number", "filler_number", "accession", "study_instance_uid",
-                 "requested_procedure_id", "procedure_description", "priority", "reason",
-                 "requesting_physician", "referring_physician", "admission_id"):
+def _order_changes(order: Any, data: OrderData) -> dict[str, Any]:
+    """What the sender said that differs from the stored row (None means "not said")."""
+    said: dict[str, Any] = {}
+    for name in ORDER_FIELDS:
         value = getattr(data, name)
         if value is not None:
-            setattr(order, name, value or None)
+            said[name] = value or None
     if data.placer_number:
-        order.placer_issuer = data.placer_issuer
+        said["placer_issuer"] = data.placer_issuer
     if data.filler_number:
-        order.filler_issuer = data.filler_issuer
+        said["filler_issuer"] = data.filler_issuer
     if data.procedure_code is not None:
-        order.procedure_code = data.procedure_code.code or None
-        order.procedure_scheme = data.procedure_code.scheme or None
-        order.procedure_meaning = data.procedure_code.meaning or None
+        said["procedure_code"] = data.procedure_code.code or None
+        said["procedure_scheme"] = data.procedure_code.scheme or None
+        said["procedure_meaning"] = data.procedure_code.meaning or None
         if data.procedure_description is None and data.procedure_code.meaning:
-            order.procedure_description = data.procedure_code.meaning
+            said["procedure_description"] = data.procedure_code.meaning
+    if order is None:
+        return said
+    return {k: v for k, v in said.items() if getattr(order, k) != v}
 
 
-def _upsert_steps(session: Session, order: Order, steps: list[StepData], status: StepStatus,
-                  policy: OrderPolicy) -> None:
-    existing = {step.sps_id: step for step in order.steps} if order.id else {}
-    for index, data in enumerate(steps, start=1):
-        sps_id = data.sps_id or _generated_sps_id(order, index, len(steps))
-        step = existing.get(sps_id)
-        if step is None and not data.sps_id and len(existing) == 1 and len(steps) == 1:
-            step = next(iter(existing.values()))  # the sender never names its only step
-        if step is None:
-            step = ProcedureStep(order_id=order.id, sps_id=sps_id, status=status.value)
-            session.add(step)
-            order.steps.append(step)
-        elif not (status is StepStatus.SCHEDULED and step.status in _PROTECTED_FROM_RESCHEDULE
-                  and step.status != StepStatus.CANCELED):
-            step.status = status.value
-        _copy_step(step, data)
-
-
-def _generated_sps_id(order: Order, index: int, count: int) -> str:
+def _upsert_steps(conn: Connection, order: Any, steps: list[StepData],
+                  status: StepStatus) -> list[str]:
+    """Insert or update the order's steps; returns every step's status afterwards."""
+    existing = {row.sps_id: row for row in conn.execute(_STEPS, {"order_id": order.id})}
+    statuses = {sps_id: row.status for sps_id, row in existing.items()}
     base = order.requested_procedure_id or order.accession or str(order.id)
+    new_rows = []
+    for index, data in enumerate(steps, start=1):
+        sps_id = data.sps_id or _generated_sps_id(base, index, len(steps))
+        row = existing.get(sps_id)
+        if row is None and not data.sps_id and len(existing) == 1 and len(steps) == 1:
+            row = next(iter(existing.values()))  # the sender never names its only step
+        if row is None:
+            new_rows.append(_step_values(data, order.id, sps_id, status))
+            statuses[sps_id] = status.value
+            continue
+        values = _step_fields(data)
+        if not (status is StepStatus.SCHEDULED and row.status in _PROTECTED_FROM_RESCHEDULE):
+            values["status"] = status.value
+            statuses[row.sps_id] = status.value
+        conn.execute(update(S).where(S.c.id == row.id).values(updated_at=utcnow(), **values))
+    if new_rows:
+        conn.execute(_INSERT_STEP, new_rows)
+    return list(statuses.values())
+
+
+def _step_fields(data: StepData) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name in STEP_FIELDS:
+        value = getattr(data, name)
+        if value is not None:
+            values[name] = value or None
+    if data.protocol_codes is not None:
+        values["protocol_codes"] = [
+            {"code": c.code, "scheme": c.scheme, "meaning": c.meaning} for c in data.protocol_codes
+        ]
+    return values
+
+
+def _step_values(data: StepData, order_id: int, sps_id: str, status: StepStatus
+                 ) -> dict[str, Any]:
+    values: dict[str, Any] = {name: None for name in STEP_FIELDS}
+    values["protocol_codes"] = []
+    values.update(_step_fields(data))
+    values.update(order_id=order_id, sps_id=sps_id, status=status.value, updated_at=utcnow())
+    return values
+
+
+def _generated_sps_id(base: str, index: int, count: int) -> str:
     return base[:16] if count == 1 else f"{base[:12]}-{index}"
 
 
-def _copy_step(step: ProcedureStep, data: StepData) -> None:
-    for name in ("station_ae", "station_name", "location", "modality", "start_date",
-                 "start_time", "description", "performing_physician"):
-        value = getattr(data, name)
-        if value is not None:
-            setattr(step, name, value or None)
-    if data.protocol_codes is not None:
-        step.protocol_codes = [
-            {"code": c.code, "scheme": c.scheme, "meaning": c.meaning} for c in data.protocol_codes
-        ]
-
-
-def _order_status(order: Order) -> str:
+def _order_status(statuses: list[str], current: str) -> str:
     """The order's status follows its most advanced open step, else its steps' end state."""
-    statuses = [step.status for step in order.steps]
     open_statuses = [s for s in statuses if s not in CLOSED_STATUSES]
     if StepStatus.STARTED in open_statuses:
         return StepStatus.STARTED.value
@@ -190,4 +257,4 @@ def _order_status(order: Order) -> str:
     for final in (StepStatus.COMPLETED, StepStatus.DISCONTINUED, StepStatus.CANCELED):
         if final in statuses:
             return final.value
-    return order.status
+    return current

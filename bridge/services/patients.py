@@ -1,127 +1,147 @@
 """Patient use cases: find by identifier (following merges), create/update, merge, re-identify.
 
+This is the HL7 hot path, so it speaks SQLAlchemy Core with statements built once: one
+look-up per message for a known patient, an UPDATE only when something changed.
+
 Concurrency: the identifier (value, issuer) is unique in the database, so two writers that
-race to create the same new patient cannot both succeed; the loser's savepoint rolls back
-and it finds the winner's row (see :func:`upsert_patient`).
+race to create the same new patient cannot both succeed: the loser's claim of the identifier
+(INSERT ... ON CONFLICT DO NOTHING) comes back empty, it removes its own fresh row and
+uses the winner's (see :func:`upsert_patient`).
 """
 
 from __future__ import annotations
 
-from sqlalchemy import and_, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from bridge.domain import Identifier, PatientData
 from bridge.errors import Conflict, MappingFailed, NotFound
-from bridge.store.models import Order, Patient, PatientIdentifier
+from bridge.store.models import Order, Patient, PatientIdentifier, utcnow
 
 MAX_MERGE_DEPTH = 32
+P = Patient.__table__
+PI = PatientIdentifier.__table__
+
+_OWNED = PI.alias("owned")
+#: The patient holding an identifier, with every identifier it has (one row each): one
+#: round trip tells whether anything about a known patient needs writing.
+_RESOLVE = (
+    select(P.c.id, P.c.merged_into_id, P.c.name, P.c.birth_date, P.c.sex,
+           _OWNED.c.value.label("owned_value"), _OWNED.c.issuer.label("owned_issuer"))
+    .join(PI, PI.c.patient_id == P.c.id)
+    .join(_OWNED, _OWNED.c.patient_id == P.c.id)
+    .where(PI.c.value == bindparam("value"), PI.c.issuer == bindparam("issuer"))
+)
+_PATIENT = (
+    select(P.c.id, P.c.merged_into_id, P.c.name, P.c.birth_date, P.c.sex,
+           _OWNED.c.value.label("owned_value"), _OWNED.c.issuer.label("owned_issuer"))
+    .join(_OWNED, _OWNED.c.patient_id == P.c.id, isouter=True)
+    .where(P.c.id == bindparam("pid"))
+)
+_INSERT_PATIENT = insert(P).returning(P.c.id)
+_DELETE_PATIENT = delete(P).where(P.c.id == bindparam("pid"))
+#: ON CONFLICT DO NOTHING: a taken identifier is skipped, never an error (no savepoint needed).
+_INSERT_IDENTIFIER_IF_FREE = {
+    "sqlite": sqlite.insert(PI).on_conflict_do_nothing(),
+    "postgresql": postgresql.insert(PI).on_conflict_do_nothing(),
+}
+_CLAIM_IDENTIFIER = {name: stmt.returning(PI.c.id)
+                     for name, stmt in _INSERT_IDENTIFIER_IF_FREE.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    id: int
+    name: str
+    birth_date: str | None
+    sex: str | None
+    identifiers: frozenset[tuple[str, str]]
 
 
 def resolve_patient(session: Session, identifier: Identifier) -> int | None:
     """The surviving patient's id for an identifier, or None when nobody has it."""
-    row = session.execute(
-        select(Patient.id, Patient.merged_into_id)
-        .join(PatientIdentifier, PatientIdentifier.patient_id == Patient.id)
-        .where(PatientIdentifier.value == identifier.value,
-               PatientIdentifier.issuer == identifier.issuer)
-    ).first()
-    if row is None:
-        return None
-    return row.id if row.merged_into_id is None else follow_merges(session, row.merged_into_id)
+    found = _lookup(session.connection(), identifier)
+    return None if found is None else found.id
 
 
-def follow_merges(session: Session, patient_id: int) -> int:
+def _lookup(conn: Connection, identifier: Identifier) -> _Found | None:
+    rows = conn.execute(_RESOLVE, {"value": identifier.value,
+                                   "issuer": identifier.issuer}).all()
     for _ in range(MAX_MERGE_DEPTH):
-        merged_into = session.execute(
-            select(Patient.merged_into_id).where(Patient.id == patient_id)
-        ).scalar_one()
-        if merged_into is None:
-            return patient_id
-        patient_id = merged_into
-    raise Conflict(f"patient {patient_id}: merge chain longer than {MAX_MERGE_DEPTH}")
+        if not rows:
+            return None
+        first = rows[0]
+        if first.merged_into_id is None:
+            return _Found(int(first.id), first.name, first.birth_date, first.sex,
+                          frozenset((r.owned_value, r.owned_issuer) for r in rows))
+        rows = conn.execute(_PATIENT, {"pid": first.merged_into_id}).all()
+    raise Conflict(f"merge chain longer than {MAX_MERGE_DEPTH}")
 
 
 def upsert_patient(session: Session, data: PatientData) -> int:
     """Create the patient or update what the sender said; returns the surviving patient id."""
     if not data.identifiers or not data.primary.value:
         raise MappingFailed("patient identifier missing", location="PID-3")
-    patient_id = resolve_patient(session, data.primary)
-    if patient_id is None:
-        try:
-            with session.begin_nested():
-                patient_id = _create(session, data)
-        except IntegrityError:
-            # Another writer created this patient between our look-up and insert.
-            patient_id = resolve_patient(session, data.primary)
-            if patient_id is None:
-                raise
-            _update(session, patient_id, data)
-    else:
-        _update(session, patient_id, data)
+    conn = session.connection()
+    found = _lookup(conn, data.primary)
+    if found is None:
+        patient_id = _create(conn, data)
+        if patient_id is not None:
+            return patient_id
+        # Another writer created this patient between our look-up and insert.
+        found = _lookup(conn, data.primary)
+        if found is None:
+            raise Conflict(f"identifier {data.primary.value} could not be claimed",
+                           location="PID-3")
+    _update(conn, found, data)
+    return found.id
+
+
+def _create(conn: Connection, data: PatientData, merged_into: int | None = None) -> int | None:
+    """Insert the patient and claim its primary identifier; None when another writer won."""
+    name = data.name or ""
+    now = utcnow()
+    patient_id = int(conn.execute(_INSERT_PATIENT, {
+        "name": name, "name_search": name.casefold(), "birth_date": data.birth_date or None,
+        "sex": data.sex or None, "merged_into_id": merged_into, "created_at": now,
+        "updated_at": now,
+    }).scalar_one())
+    primary = data.primary
+    claimed = conn.execute(_CLAIM_IDENTIFIER[conn.dialect.name], {
+        "patient_id": patient_id, "value": primary.value, "issuer": primary.issuer,
+        "id_type": primary.id_type, "position": 0}).first()
+    if claimed is None:
+        conn.execute(_DELETE_PATIENT, {"pid": patient_id})
+        return None
+    _add_identifiers(conn, patient_id, data.identifiers[1:])
     return patient_id
 
 
-def _create(session: Session, data: PatientData) -> int:
-    patient = Patient(
-        name=data.name or "",
-        name_search=(data.name or "").casefold(),
-        birth_date=data.birth_date or None,
-        sex=data.sex or None,
-    )
-    session.add(patient)
-    session.flush()
-    owned = _owners(session, data.identifiers[1:])
-    position = 0
-    for identifier in data.identifiers:
-        if identifier is not data.primary and (identifier.value, identifier.issuer) in owned:
-            continue  # belongs to someone else: the primary ID decides who this is
-        session.add(PatientIdentifier(
-            patient_id=patient.id, value=identifier.value, issuer=identifier.issuer,
-            id_type=identifier.id_type, position=position,
-        ))
-        position += 1
-    session.flush()
-    return patient.id
+def _add_identifiers(conn: Connection, patient_id: int, identifiers: list[Identifier],
+                     first_position: int = 1) -> None:
+    if identifiers:
+        conn.execute(_INSERT_IDENTIFIER_IF_FREE[conn.dialect.name], [
+            {"patient_id": patient_id, "value": i.value, "issuer": i.issuer,
+             "id_type": i.id_type, "position": n}
+            for n, i in enumerate(identifiers, start=first_position)
+        ])
 
 
-def _update(session: Session, patient_id: int, data: PatientData) -> None:
-    patient = session.get(Patient, patient_id)
-    assert patient is not None
-    if data.name is not None and data.name != patient.name:
-        patient.name = data.name
-        patient.name_search = data.name.casefold()
-    if data.birth_date is not None and (data.birth_date or None) != patient.birth_date:
-        patient.birth_date = data.birth_date or None
-    if data.sex is not None and (data.sex or None) != patient.sex:
-        patient.sex = data.sex or None
-    extra = data.identifiers[1:]
-    if extra:
-        owned = _owners(session, extra)
-        new = [i for i in extra if (i.value, i.issuer) not in owned]
-        if new:
-            last = session.execute(
-                select(PatientIdentifier.position)
-                .where(PatientIdentifier.patient_id == patient_id)
-                .order_by(PatientIdentifier.position.desc()).limit(1)
-            ).scalar() or 0
-            for offset, identifier in enumerate(new, start=1):
-                session.add(PatientIdentifier(
-                    patient_id=patient_id, value=identifier.value, issuer=identifier.issuer,
-                    id_type=identifier.id_type, position=last + offset,
-                ))
-    session.flush()
-
-
-def _owners(session: Session, identifiers: list[Identifier]) -> dict[tuple[str, str], int]:
-    if not identifiers:
-        return {}
-    rows = session.execute(
-        select(PatientIdentifier.value, PatientIdentifier.issuer, PatientIdentifier.patient_id)
-        .where(or_(*(and_(PatientIdentifier.value == i.value, PatientIdentifier.issuer == i.issuer)
-                     for i in identifiers)))
-    )
-    return {(r.value, r.issuer): r.patient_id for r in rows}
+def _update(conn: Connection, found: _Found, data: PatientData) -> None:
+    changes: dict[str, object] = {}
+    if data.name is not None and data.name != found.name:
+        changes.update(name=data.name, name_search=data.name.casefold())
+    if data.birth_date is not None and (data.birth_date or None) != found.birth_date:
+        changes["birth_date"] = data.birth_date or None
+    if data.sex is not None and (data.sex or None) != found.sex:
+        changes["sex"] = data.sex or None
+    if changes:
+        conn.execute(update(P).where(P.c.id == found.id).values(updated_at=utcnow(), **changes))
+    new = [i for i in data.identifiers[1:] if (i.value, i.issuer) not in found.identifiers]
+    _add_identifiers(conn, found.id, new, first_position=len(found.identifiers))
 
 
 def merge_patients(session: Session, survivor: PatientData, prior: Identifier) -> int:
@@ -131,45 +151,39 @@ def merge_patients(session: Session, survivor: PatientData, prior: Identifier) -
     arrive with the old ID land on the survivor.
     """
     survivor_id = upsert_patient(session, survivor)
-    prior_id = resolve_patient(session, prior)
-    if prior_id is None:
-        stub = Patient(name="", name_search="", merged_into_id=survivor_id)
-        session.add(stub)
-        session.flush()
-        session.add(PatientIdentifier(patient_id=stub.id, value=prior.value,
-                                      issuer=prior.issuer, id_type=prior.id_type))
-        session.flush()
+    conn = session.connection()
+    prior_found = _lookup(conn, prior)
+    if prior_found is None:
+        if _create(conn, PatientData(identifiers=[prior]), merged_into=survivor_id) is None:
+            raise Conflict("prior patient identifier was claimed concurrently", location="MRG-1")
         return survivor_id
+    prior_id = prior_found.id
     if prior_id == survivor_id:
         raise Conflict("prior and surviving patient are the same patient", location="MRG-1")
-    session.execute(update(Order).where(Order.patient_id == prior_id)
-                    .values(patient_id=survivor_id))
-    session.execute(update(Patient).where(Patient.merged_into_id == prior_id)
-                    .values(merged_into_id=survivor_id))
-    session.execute(update(Patient).where(Patient.id == prior_id)
-                    .values(merged_into_id=survivor_id))
+    conn.execute(update(Order.__table__).where(Order.__table__.c.patient_id == prior_id)
+                 .values(patient_id=survivor_id))
+    conn.execute(update(P).where(P.c.merged_into_id == prior_id)
+                 .values(merged_into_id=survivor_id))
+    conn.execute(update(P).where(P.c.id == prior_id)
+                 .values(merged_into_id=survivor_id, updated_at=utcnow()))
     return survivor_id
 
 
 def change_identifier(session: Session, new: Identifier, old: Identifier) -> int:
     """A47: the identifier ``old`` becomes ``new`` on the same patient."""
-    row = session.execute(
-        select(PatientIdentifier).where(PatientIdentifier.value == old.value,
-                                        PatientIdentifier.issuer == old.issuer)
-    ).scalar_one_or_none()
+    conn = session.connection()
+    row = conn.execute(select(PI.c.id, PI.c.patient_id, PI.c.id_type).where(
+        PI.c.value == old.value, PI.c.issuer == old.issuer)).first()
     if row is None:
         raise NotFound(f"no patient with identifier {old.value} ({old.issuer or 'no issuer'})",
                        location="MRG-1")
     issuer = new.issuer or old.issuer
-    clash = session.execute(
-        select(PatientIdentifier.patient_id).where(PatientIdentifier.value == new.value,
-                                                   PatientIdentifier.issuer == issuer)
-    ).scalar_one_or_none()
+    clash = conn.execute(select(PI.c.patient_id).where(
+        PI.c.value == new.value, PI.c.issuer == issuer)).scalar_one_or_none()
     if clash is not None and clash != row.patient_id:
         raise Conflict(f"identifier {new.value} already belongs to another patient",
                        location="PID-3")
     if clash is None:
-        row.value, row.issuer = new.value, issuer
-        row.id_type = new.id_type or row.id_type
-    session.flush()
-    return row.patient_id
+        conn.execute(update(PI).where(PI.c.id == row.id).values(
+            value=new.value, issuer=issuer, id_type=new.id_type or row.id_type))
+    return int(row.patient_id)

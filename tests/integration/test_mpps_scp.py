@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from pydicom.dataset import Dataset
@@ -93,7 +94,7 @@ def offered(assoc: Association) -> list[str]:
     query.AccessionNumber = "ACCMPPS"
     return [str(ds.AccessionNumber)
             for status, ds in assoc.send_c_find(query, ModalityWorklistInformationFind)
-            if status.Status == 0xFF00]
+            if status.Status == 0xFF00 and ds is not None]
 
 
 def test_in_progress_then_completed(assoc: Association, step_id: int,
@@ -109,9 +110,10 @@ def test_in_progress_then_completed(assoc: Association, step_id: int,
     with session_factory() as s:
         mpps = s.scalar(select(PerformedProcedureStep).filter_by(sop_instance_uid=uid))
         assert mpps is not None and mpps.step_id == step_id and mpps.calling_ae == "CT1"
-        assert mpps.attributes["00400252"]["Value"] == ["COMPLETED"]
-        assert mpps.attributes["00400250"]["Value"] == ["20261122"]  # merged N-SET
-        assert mpps.attributes["00400253"]["Value"] == ["PPS1"]  # kept from N-CREATE
+        attributes: dict[str, Any] = mpps.attributes
+        assert attributes["00400252"]["Value"] == ["COMPLETED"]
+        assert attributes["00400250"]["Value"] == ["20261122"]  # merged N-SET
+        assert attributes["00400253"]["Value"] == ["PPS1"]  # kept from N-CREATE
 
     late = set_(assoc, change("DISCONTINUED"), uid)
     assert late.Status == 0x0110

@@ -82,7 +82,7 @@ def find(port: int, identifier: Dataset, calling_ae: str = "MODALITY") -> list[D
     *pending, (final, _) = responses
     assert final.Status == 0x0000, final
     assert all(status.Status == 0xFF00 for status, _ in pending)
-    return [ds for _, ds in pending]
+    return [ds for _, ds in pending if ds is not None]
 
 
 def query(sps: dict[str, str] | None = None, **top: str) -> Dataset:

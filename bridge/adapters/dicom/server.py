@@ -8,11 +8,12 @@ query/retrieve) are passed in as :class:`DicomService` values.
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pynetdicom import AE
-from pynetdicom.events import EventHandlerType
+from pynetdicom import AE, evt
+from pynetdicom.events import Event, EventHandlerType
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy.orm import Session, sessionmaker
@@ -31,6 +32,14 @@ def verification_service(
 ) -> DicomService:
     # pynetdicom answers C-ECHO itself (Success) when no handler is bound.
     return DicomService(name="verification", sop_classes=(str(Verification),))
+
+
+def _no_delay(event: Event) -> None:
+    """pynetdicom writes a DIMSE message as separate PDUs (command, then data set); with
+    Nagle's algorithm the second waits for the peer's delayed ACK: ~40 ms per response."""
+    sock = getattr(event.assoc.dul.socket, "socket", None)
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 DEFAULT_SERVICES: tuple[ServiceFactory, ...] = (
@@ -68,7 +77,8 @@ def start_dicom_server(
     built.extend(extra_services)
     ae = AE(ae_title=settings.ae_title)
     ae.maximum_associations = settings.dicom_max_associations
-    handlers: list[EventHandlerType] = list(policy_handlers(settings))
+    handlers: list[EventHandlerType] = [(evt.EVT_CONN_OPEN, _no_delay)]
+    handlers.extend(policy_handlers(settings))
     for service in built:
         for sop_class in service.sop_classes:
             ae.add_supported_context(sop_class)

@@ -1,0 +1,92 @@
+"""Shared helpers for the benchmarks: free ports, the bridge as a subprocess, PG schemas."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None
+                  ) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"port {port} did not open")
+
+
+@contextmanager
+def postgres_schema(base_url: str) -> Iterator[str]:
+    """A throw-away schema, so a benchmark never touches other data."""
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(base_url)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        sep = "&" if "?" in base_url else "?"
+        yield f"{base_url}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@contextmanager
+def bridge_process(data_dir: Path, database_url: str | None = None,
+                   extra_env: dict[str, str] | None = None) -> Iterator[dict[str, int]]:
+    """``bridge serve`` in its own process (so the load generator does not share its GIL)."""
+    ports = {"mllp": free_port(), "dicom": free_port(), "http": free_port()}
+    env = {**os.environ, "BRIDGE_DATA_DIR": str(data_dir), "BRIDGE_LOG_LEVEL": "WARNING",
+           "BRIDGE_MLLP_PORT": str(ports["mllp"]), "BRIDGE_DICOM_PORT": str(ports["dicom"]),
+           "BRIDGE_HTTP_PORT": str(ports["http"]), **(extra_env or {})}
+    if database_url:
+        env["BRIDGE_DATABASE_URL"] = database_url
+    log = (data_dir / "bridge.log").open("wb")  # a pipe nobody reads would block the bridge
+    proc = subprocess.Popen([sys.executable, "-m", "bridge.cli", "serve"], env=env, cwd=ROOT,
+                            stderr=log)
+    try:
+        wait_for_port(ports["http"], 60, proc)
+        yield ports
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.node()}: {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"

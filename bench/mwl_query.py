@@ -1,0 +1,323 @@
+"""Benchmark: Modality Worklist C-FIND latency of the bridge, and of DCMTK wlmscpfs.
+
+Not a test. For each size it synthesises N scheduled steps (one patient and order each,
+over 30 station AEs, 6 modalities and 365 days), starts the bridge's DICOM server on a free
+port and times three typical queries: station AE + one day, modality + one day, patient ID.
+At 10,000 steps the same items are also written as .wl files and served by ``wlmscpfs``.
+
+Client: pynetdicom with TCP_NODELAY (as DCMTK), one association per query as modalities
+do. ``find`` is the time from the C-FIND request to the final response; ``total`` adds
+association set-up and release.
+
+    python bench/mwl_query.py --sizes 10000,100000 --queries 200 [--database-url URL] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE
+from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
+from sqlalchemy import create_engine, text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bridge.adapters.dicom.server import start_dicom_server
+from bridge.config import load_settings
+from bridge.mapping.worklist_dataset import ResponseOptions, build_identifier
+from bridge.mapping.worklist_query import parse_worklist_query
+from bridge.services.worklist import find_worklist
+from bridge.store.db import make_engine, make_session_factory
+from bridge.store.migrate import upgrade
+from tests.worklist_factories import (
+    MODALITIES,
+    BulkPlan,
+    bulk_patient_id,
+    bulk_schedule,
+    bulk_station,
+)
+
+MWL = ModalityWorklistInformationFind
+WLM_AE = "WLMSCP"
+TARGET_P95_MS = 20.0
+TARGET_SPEEDUP = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    server: str
+    size: int
+    query: str
+    matches_mean: float
+    find_p50: float
+    find_p95: float
+    total_p50: float
+    total_p95: float
+
+
+def identifier(kind: str, plan: BulkPlan, rng: random.Random) -> Dataset:
+    """A modality's query with the usual return keys."""
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex",
+                    "AccessionNumber", "StudyInstanceUID", "RequestedProcedureID",
+                    "RequestedProcedureDescription"):
+        setattr(ds, keyword, "")
+    day = (plan.first_day.toordinal() + rng.randrange(plan.days))
+    date = type(plan.first_day).fromordinal(day).strftime("%Y%m%d")
+    sps = Dataset()
+    for keyword in ("ScheduledStationAETitle", "ScheduledProcedureStepStartDate",
+                    "ScheduledProcedureStepStartTime", "Modality",
+                    "ScheduledProcedureStepDescription", "ScheduledProcedureStepID"):
+        setattr(sps, keyword, "")
+    if kind == "station+date":
+        sps.ScheduledStationAETitle = bulk_station(rng.randrange(plan.stations))
+        sps.ScheduledProcedureStepStartDate = date
+    elif kind == "modality+date":
+        sps.Modality = rng.choice(MODALITIES)
+        sps.ScheduledProcedureStepStartDate = date
+    else:
+        ds.PatientID = bulk_patient_id(rng.randrange(plan.first_id, plan.first_id + plan.steps))
+    ds.ScheduledProcedureStepSequence = [sps]
+    return ds
+
+
+def run_queries(port: int, called_ae: str, plan: BulkPlan, kind: str, count: int,
+                server: str) -> Stats:
+    rng = random.Random(f"{kind}-{plan.steps}")
+    finds, totals, matches = [], [], []
+    client = AE(ae_title="BENCH")
+    client.add_requested_context(MWL)
+    for _ in range(count):
+        query = identifier(kind, plan, rng)
+        start = time.perf_counter()
+        assoc = client.associate("127.0.0.1", port, ae_title=called_ae)
+        if not assoc.is_established:
+            raise RuntimeError(f"{server}: association failed")
+        _no_delay(assoc)
+        sent = time.perf_counter()
+        responses = list(assoc.send_c_find(query, MWL))
+        found = time.perf_counter()
+        assoc.release()
+        done = time.perf_counter()
+        final = responses[-1][0]
+        if final is None or final.Status != 0x0000:
+            raise RuntimeError(f"{server}: C-FIND failed: {final}")
+        finds.append((found - sent) * 1000)
+        totals.append((done - start) * 1000)
+        matches.append(len(responses) - 1)
+    return Stats(server, plan.steps, kind, statistics.mean(matches), _pct(finds, 50),
+                 _pct(finds, 95), _pct(totals, 50), _pct(totals, 95))
+
+
+def _no_delay(assoc: Any) -> None:
+    """Disable Nagle on the client socket, as DCMTK (and most modalities) do: pynetdicom
+    sends command and data set as two PDUs, and the second would wait ~40 ms for an ACK."""
+    sock = getattr(assoc.dul.socket, "socket", None)
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _pct(values: list[float], percent: int) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(percent / 100 * (len(ordered) - 1)))]
+
+
+@contextmanager
+def database(url: str | None, workdir: Path) -> Iterator[str]:
+    """SQLite in ``workdir`` by default; a throw-away schema on PostgreSQL."""
+    if not url:
+        yield f"sqlite:///{workdir / 'bridge.db'}"
+        return
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(url)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in url else "?"
+    try:
+        yield f"{url}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def write_wl_files(session_factory: Any, folder: Path) -> int:
+    """Every open item as a .wl file, built by the bridge's own response mapping."""
+    folder.mkdir(parents=True)
+    (folder / "lockfile").touch()
+    full = Dataset()
+    for keyword in ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate",
+                    "PatientSex", "AccessionNumber", "StudyInstanceUID",
+                    "RequestedProcedureID", "RequestedProcedureDescription",
+                    "RequestedProcedurePriority", "ReferringPhysicianName"):
+        setattr(full, keyword, "")
+    full.RequestedProcedureCodeSequence = []
+    full.ScheduledProcedureStepSequence = [Dataset()]
+    keys = parse_worklist_query(full).return_keys
+    written = 0
+    with session_factory() as session:
+        for item in find_worklist(session, parse_worklist_query(Dataset())):
+            ds = build_identifier(item, keys, ResponseOptions())
+            ds.file_meta = FileMetaDataset()
+            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            ds.file_meta.MediaStorageSOPClassUID = MWL
+            ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+            ds.save_as(folder / f"item{written:06d}.wl", enforce_file_format=True)
+            written += 1
+    return written
+
+
+@contextmanager
+def wlmscpfs(data_dir: Path) -> Iterator[int]:
+    port = _free_port()
+    proc = subprocess.Popen(["wlmscpfs", "-dfp", str(data_dir), "-dfr", "-csk", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_for_port(port, proc)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"wlmscpfs exited: {proc.stderr.read() if proc.stderr else ''!r}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError("wlmscpfs did not start")
+
+
+KINDS = ("station+date", "modality+date", "patient id")
+
+
+def bench_size(size: int, args: argparse.Namespace, log: Callable[[str], None]) -> list[Stats]:
+    results: list[Stats] = []
+    plan = BulkPlan(steps=size)
+    with tempfile.TemporaryDirectory(prefix="mwl-bench-") as tmp, \
+            database(args.database_url, Path(tmp)) as url:
+        engine = make_engine(url)
+        upgrade(engine)
+        started = time.perf_counter()
+        with engine.begin() as conn:
+            bulk_schedule(conn, plan)
+        with engine.begin() as conn:
+            conn.execute(text("ANALYZE"))
+        elapsed = time.perf_counter() - started
+        log(f"{size} steps inserted in {elapsed:.1f} s ({engine.dialect.name})")
+        session_factory = make_session_factory(engine)
+        settings = load_settings(data_dir=Path(tmp) / "var", database_url=url, dicom_port=0,
+                                 mllp_port=0, http_port=0)
+        server = start_dicom_server(settings, session_factory)
+        try:
+            for kind in KINDS:
+                run_queries(server.port, settings.ae_title, plan, kind, 10, "warm-up")
+                results.append(run_queries(server.port, settings.ae_title, plan, kind,
+                                           args.queries, "bridge"))
+        finally:
+            server.shutdown()
+        if size == args.wlm_size and shutil.which("wlmscpfs"):
+            folder = Path(tmp) / "wlm" / WLM_AE
+            written = write_wl_files(session_factory, folder)
+            log(f"{written} .wl files written for wlmscpfs")
+            with wlmscpfs(folder.parent) as port:
+                for kind in KINDS:
+                    results.append(run_queries(port, WLM_AE, plan, kind,
+                                               min(args.queries, args.wlm_queries), "wlmscpfs"))
+        engine.dispose()
+    return results
+
+
+def report(results: list[Stats], args: argparse.Namespace) -> dict[str, Any]:
+    by_key = {(r.server, r.size, r.query): r for r in results}
+    checks: list[dict[str, Any]] = []
+    for r in results:
+        if r.server == "bridge" and r.size >= 100_000:
+            checks.append({"check": f"p95 <= {TARGET_P95_MS} ms at {r.size} ({r.query})",
+                           "value": r.find_p95, "ok": r.find_p95 <= TARGET_P95_MS})
+        wlm = by_key.get(("wlmscpfs", r.size, r.query))
+        if r.server == "bridge" and wlm is not None:
+            speedup = wlm.find_p50 / r.find_p50
+            checks.append({"check": f">= {TARGET_SPEEDUP}x faster than wlmscpfs at {r.size} "
+                                    f"({r.query}, p50)", "value": round(speedup, 1),
+                           "ok": speedup >= TARGET_SPEEDUP})
+    return {"results": [asdict(r) for r in results], "checks": checks}
+
+
+def print_table(results: list[Stats], summary: dict[str, Any]) -> None:
+    by_key = {(r.server, r.size, r.query): r for r in results}
+    header = (f"{'server':9} {'steps':>7} {'query':14} {'hits':>6} {'find p50':>9} "
+              f"{'find p95':>9} {'total p50':>10} {'total p95':>10} {'bridge/wlm p50':>15}")
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        ratio = ""
+        wlm = by_key.get(("wlmscpfs", r.size, r.query))
+        if r.server == "bridge" and wlm is not None:
+            ratio = f"{r.find_p50 / wlm.find_p50:.3f}"
+        print(f"{r.server:9} {r.size:>7} {r.query:14} {r.matches_mean:>6.1f} "
+              f"{r.find_p50:>8.2f}ms {r.find_p95:>8.2f}ms {r.total_p50:>9.2f}ms "
+              f"{r.total_p95:>9.2f}ms {ratio:>15}")
+    print()
+    for check in summary["checks"]:
+        print(f"[{'PASS' if check['ok'] else 'FAIL'}] {check['check']}: {check['value']}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--wlm-size", type=int, default=10_000,
+                        help="the size at which wlmscpfs is run too")
+    parser.add_argument("--wlm-queries", type=int, default=200,
+                        help="cap on queries against wlmscpfs (it scans every file)")
+    parser.add_argument("--database-url", default=os.environ.get("BRIDGE_BENCH_DATABASE_URL"),
+                        help="PostgreSQL URL (a schema is created and dropped); default SQLite")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args()
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr)
+
+    results: list[Stats] = []
+    for size in (int(s) for s in args.sizes.split(",") if s):
+        results.extend(bench_size(size, args, log))
+    summary = report(results, args)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print_table(results, summary)
+    return 0 if all(c["ok"] for c in summary["checks"]) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
