@@ -33,9 +33,10 @@ from bridge.mapping.tables import HL7Tables
 from bridge.services import patients
 from bridge.services.orders import OrderPolicy, apply_order_command
 from bridge.store.models import HL7Message as LogRow
+from bridge.store.models import table_of
 
 log = logging.getLogger("bridge.hl7")
-LOG = LogRow.__table__
+LOG = table_of(LogRow)
 _STORED_ACKS = select(LOG.c.sending_application, LOG.c.sending_facility, LOG.c.control_id,
                       LOG.c.accept_ack, LOG.c.ack, LOG.c.status, LOG.c.ack_code, LOG.c.error,
                       LOG.c.error_location, LOG.c.charset)

@@ -28,10 +28,10 @@ from bridge.domain import (
 )
 from bridge.errors import MappingFailed, NotFound
 from bridge.services.patients import upsert_patient
-from bridge.store.models import Order, ProcedureStep, utcnow
+from bridge.store.models import Order, ProcedureStep, table_of, utcnow
 
-O = Order.__table__  # noqa: E741 - the table, as in SQL
-S = ProcedureStep.__table__
+O = table_of(Order)  # noqa: E741 - the table, as in SQL
+S = table_of(ProcedureStep)
 
 #: A step that has begun or ended is not put back to SCHEDULED by an order change.
 _PROTECTED_FROM_RESCHEDULE = (CLOSED_STATUSES | {StepStatus.STARTED}) - {StepStatus.CANCELED}
@@ -128,14 +128,14 @@ def _find(conn: Connection, data: OrderData) -> Any:
         if rows:
             return rows[0]
     elif data.placer_number:
-        row = conn.execute(_BY_PLACER, {"number": data.placer_number,
-                                        "issuer": data.placer_issuer}).first()
-        if row is not None:
-            return row
+        by_placer = conn.execute(_BY_PLACER, {"number": data.placer_number,
+                                              "issuer": data.placer_issuer}).first()
+        if by_placer is not None:
+            return by_placer
     elif data.accession:
-        row = conn.execute(_BY_ACCESSION, {"accession": data.accession}).first()
-        if row is not None:
-            return row
+        by_accession = conn.execute(_BY_ACCESSION, {"accession": data.accession}).first()
+        if by_accession is not None:
+            return by_accession
     if data.filler_number:
         return conn.execute(_BY_FILLER, {"number": data.filler_number,
                                          "issuer": data.filler_issuer}).first()

@@ -19,11 +19,11 @@ from sqlalchemy.orm import Session
 
 from bridge.domain import Identifier, PatientData
 from bridge.errors import Conflict, MappingFailed, NotFound
-from bridge.store.models import Order, Patient, PatientIdentifier, utcnow
+from bridge.store.models import Order, Patient, PatientIdentifier, table_of, utcnow
 
 MAX_MERGE_DEPTH = 32
-P = Patient.__table__
-PI = PatientIdentifier.__table__
+P = table_of(Patient)
+PI = table_of(PatientIdentifier)
 
 _OWNED = PI.alias("owned")
 #: The patient holding an identifier, with every identifier it has (one row each): one
@@ -160,7 +160,7 @@ def merge_patients(session: Session, survivor: PatientData, prior: Identifier) -
     prior_id = prior_found.id
     if prior_id == survivor_id:
         raise Conflict("prior and surviving patient are the same patient", location="MRG-1")
-    conn.execute(update(Order.__table__).where(Order.__table__.c.patient_id == prior_id)
+    conn.execute(update(table_of(Order)).where(table_of(Order).c.patient_id == prior_id)
                  .values(patient_id=survivor_id))
     conn.execute(update(P).where(P.c.merged_into_id == prior_id)
                  .values(merged_into_id=survivor_id))
