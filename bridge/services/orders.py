@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session
 
 from bridge.config import Settings
 from bridge.domain import (
-    CLOSED_STATUSES,
     OrderAction,
     OrderCommand,
     OrderData,
@@ -27,21 +26,13 @@ from bridge.domain import (
     StepStatus,
 )
 from bridge.errors import MappingFailed, NotFound
+from bridge.mapping import order_rules as rules
 from bridge.services.patients import upsert_patient
 from bridge.store.models import Order, ProcedureStep, table_of, utcnow
 
 O = table_of(Order)  # noqa: E741 - the table, as in SQL
 S = table_of(ProcedureStep)
 
-#: A step that has begun or ended is not put back to SCHEDULED by an order change.
-_PROTECTED_FROM_RESCHEDULE = (CLOSED_STATUSES | {StepStatus.STARTED}) - {StepStatus.CANCELED}
-_CLOSED = [s.value for s in CLOSED_STATUSES]
-
-ORDER_FIELDS = ("placer_number", "filler_number", "accession", "study_instance_uid",
-                "requested_procedure_id", "procedure_description", "priority", "reason",
-                "requesting_physician", "referring_physician", "admission_id")
-STEP_FIELDS = ("station_ae", "station_name", "location", "modality", "start_date",
-               "start_time", "description", "performing_physician")
 
 _BY_PLACER = select(O).where(O.c.placer_number == bindparam("number"),
                              O.c.placer_issuer == bindparam("issuer"))
@@ -86,11 +77,11 @@ def apply_order_command(session: Session, command: OrderCommand, *, policy: Orde
         patient_id = upsert_patient(session, command.patient)
         if order is None:
             return _create_order(conn, patient_id, command, policy)
-        changes = _order_changes(order, data)
+        changes = rules.order_changes(order._mapping, data)
         if order.patient_id != patient_id:
             changes["patient_id"] = patient_id  # the MIS wins, also when it moves the order
         statuses = _upsert_steps(conn, order, data.steps, command.step_status)
-        status = _order_status(statuses, order.status)
+        status = rules.order_status(statuses, order.status)
         if status != order.status:
             changes["status"] = status
         if changes:
@@ -105,10 +96,11 @@ def apply_order_command(session: Session, command: OrderCommand, *, policy: Orde
     steps = update(S).where(S.c.order_id == order.id).values(
         status=command.step_status.value, updated_at=utcnow())
     if command.action is not OrderAction.STATUS:
-        steps = steps.where(S.c.status.not_in(_CLOSED))  # an ended step stays ended
+        steps = steps.where(S.c.status.not_in(rules.CLOSED))  # an ended step stays ended
     conn.execute(steps)
     conn.execute(update(O).where(O.c.id == order.id).values(
-        status=command.step_status.value, updated_at=utcnow(), **_order_changes(order, data)))
+        status=command.step_status.value, updated_at=utcnow(),
+        **rules.order_changes(order._mapping, data)))
     return int(order.id)
 
 
@@ -145,54 +137,44 @@ def _find(conn: Connection, data: OrderData) -> Any:
 def _create_order(conn: Connection, patient_id: int, command: OrderCommand,
                   policy: OrderPolicy) -> int:
     data = command.order
-    if not data.accession and policy.accession == "reject":
-        raise MappingFailed("accession number missing", location="OBR-18")
-    if not data.steps:
-        raise MappingFailed("order has no procedure step", location="OBR")
-    values: dict[str, Any] = {name: None for name in ORDER_FIELDS}
-    values.update(procedure_code=None, procedure_scheme=None, procedure_meaning=None)
-    values.update(_order_changes(None, data))
-    if not values.get("study_instance_uid") and policy.study_uid == "generate":
-        values["study_instance_uid"] = generate_uid(prefix=policy.uid_root + ".")
+    check_creatable(data, policy)
+    values = new_order_values(data, policy)
     now = utcnow()
     values.update(patient_id=patient_id, source=command.source,
-                  status=command.step_status.value, created_at=now, updated_at=now,
-                  placer_issuer=data.placer_issuer, filler_issuer=data.filler_issuer)
+                  status=command.step_status.value, created_at=now, updated_at=now)
     order_id = int(conn.execute(_INSERT_ORDER, values).scalar_one())
     accession, procedure_id = values.get("accession"), values.get("requested_procedure_id")
     if not accession or not procedure_id:
-        # Unique because the order id is; SH allows 16 characters.
-        accession = accession or f"{policy.accession_prefix}{order_id:08d}"[:16]
+        accession = accession or rules.generated_accession(policy.accession_prefix, order_id)
         procedure_id = procedure_id or accession
         conn.execute(update(O).where(O.c.id == order_id).values(
             accession=accession, requested_procedure_id=procedure_id))
     base = procedure_id or accession or str(order_id)
-    rows = [_step_values(step, order_id, step.sps_id or _generated_sps_id(base, n, len(
-        data.steps)), command.step_status) for n, step in enumerate(data.steps, start=1)]
-    conn.execute(_INSERT_STEP, rows)
+    steps = []
+    for n, step in enumerate(data.steps, start=1):
+        sps_id = step.sps_id or rules.generated_sps_id(base, n, len(data.steps))
+        steps.append({**rules.new_step(step, sps_id, command.step_status), "order_id": order_id,
+                      "updated_at": now})
+    conn.execute(_INSERT_STEP, steps)
     return order_id
 
 
-def _order_changes(order: Any, data: OrderData) -> dict[str, Any]:
-    """What the sender said that differs from the stored row (None means "not said")."""
-    said: dict[str, Any] = {}
-    for name in ORDER_FIELDS:
-        value = getattr(data, name)
-        if value is not None:
-            said[name] = value or None
-    if data.placer_number:
-        said["placer_issuer"] = data.placer_issuer
-    if data.filler_number:
-        said["filler_issuer"] = data.filler_issuer
-    if data.procedure_code is not None:
-        said["procedure_code"] = data.procedure_code.code or None
-        said["procedure_scheme"] = data.procedure_code.scheme or None
-        said["procedure_meaning"] = data.procedure_code.meaning or None
-        if data.procedure_description is None and data.procedure_code.meaning:
-            said["procedure_description"] = data.procedure_code.meaning
-    if order is None:
-        return said
-    return {k: v for k, v in said.items() if getattr(order, k) != v}
+def check_creatable(data: OrderData, policy: OrderPolicy) -> None:
+    if not data.accession and policy.accession == "reject":
+        raise MappingFailed("accession number missing", location="OBR-18")
+    if not data.steps:
+        raise MappingFailed("order has no procedure step", location="OBR")
+
+
+def new_order_values(data: OrderData, policy: OrderPolicy) -> dict[str, Any]:
+    """The columns of a new order (a Study Instance UID generated by policy)."""
+    values: dict[str, Any] = dict.fromkeys(rules.ORDER_FIELDS)
+    values.update(procedure_code=None, procedure_scheme=None, procedure_meaning=None,
+                  placer_issuer=data.placer_issuer, filler_issuer=data.filler_issuer)
+    values.update(rules.order_said(data))
+    if not values.get("study_instance_uid") and policy.study_uid == "generate":
+        values["study_instance_uid"] = generate_uid(prefix=policy.uid_root + ".")
+    return values
 
 
 def _upsert_steps(conn: Connection, order: Any, steps: list[StepData],
@@ -202,59 +184,20 @@ def _upsert_steps(conn: Connection, order: Any, steps: list[StepData],
     statuses = {sps_id: row.status for sps_id, row in existing.items()}
     base = order.requested_procedure_id or order.accession or str(order.id)
     new_rows = []
+    now = utcnow()
     for index, data in enumerate(steps, start=1):
-        sps_id = data.sps_id or _generated_sps_id(base, index, len(steps))
-        row = existing.get(sps_id)
-        if row is None and not data.sps_id and len(existing) == 1 and len(steps) == 1:
-            row = next(iter(existing.values()))  # the sender never names its only step
+        sps_id = data.sps_id or rules.generated_sps_id(base, index, len(steps))
+        row = rules.match_step(existing, data, sps_id, len(steps))
         if row is None:
-            new_rows.append(_step_values(data, order.id, sps_id, status))
+            new_rows.append({**rules.new_step(data, sps_id, status), "order_id": order.id,
+                             "updated_at": now})
             statuses[sps_id] = status.value
             continue
-        values = _step_fields(data)
-        if not (status is StepStatus.SCHEDULED and row.status in _PROTECTED_FROM_RESCHEDULE):
+        values = rules.step_said(data)
+        if not rules.keeps_status(row.status, status):
             values["status"] = status.value
             statuses[row.sps_id] = status.value
-        conn.execute(update(S).where(S.c.id == row.id).values(updated_at=utcnow(), **values))
+        conn.execute(update(S).where(S.c.id == row.id).values(updated_at=now, **values))
     if new_rows:
         conn.execute(_INSERT_STEP, new_rows)
     return list(statuses.values())
-
-
-def _step_fields(data: StepData) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for name in STEP_FIELDS:
-        value = getattr(data, name)
-        if value is not None:
-            values[name] = value or None
-    if data.protocol_codes is not None:
-        values["protocol_codes"] = [
-            {"code": c.code, "scheme": c.scheme, "meaning": c.meaning} for c in data.protocol_codes
-        ]
-    return values
-
-
-def _step_values(data: StepData, order_id: int, sps_id: str, status: StepStatus
-                 ) -> dict[str, Any]:
-    values: dict[str, Any] = {name: None for name in STEP_FIELDS}
-    values["protocol_codes"] = []
-    values.update(_step_fields(data))
-    values.update(order_id=order_id, sps_id=sps_id, status=status.value, updated_at=utcnow())
-    return values
-
-
-def _generated_sps_id(base: str, index: int, count: int) -> str:
-    return base[:16] if count == 1 else f"{base[:12]}-{index}"
-
-
-def _order_status(statuses: list[str], current: str) -> str:
-    """The order's status follows its most advanced open step, else its steps' end state."""
-    open_statuses = [s for s in statuses if s not in CLOSED_STATUSES]
-    if StepStatus.STARTED in open_statuses:
-        return StepStatus.STARTED.value
-    if open_statuses:
-        return open_statuses[0]
-    for final in (StepStatus.COMPLETED, StepStatus.DISCONTINUED, StepStatus.CANCELED):
-        if final in statuses:
-            return final.value
-    return current

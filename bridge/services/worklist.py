@@ -170,11 +170,13 @@ def _patient_ids(query: WorklistQuery) -> ColumnElement[bool] | None:
     if issuer is not None:
         named = named.where(issuer)
     chain = named.cte("merge_chain", recursive=True)
-    chain = chain.union(
-        select(Patient.merged_into_id).where(
-            Patient.id == chain.c.patient_id, Patient.merged_into_id.is_not(None)
-        )
+    # The next link as a scalar subquery, not a join: joined, SQLite builds a Bloom filter
+    # over all of ``patients`` on every query (14 ms at 100,000 patients instead of 0.1 ms).
+    # The chain ends in one NULL row, which IN ignores.
+    merged_into = (
+        select(Patient.merged_into_id).where(Patient.id == chain.c.patient_id).scalar_subquery()
     )
+    chain = chain.union(select(merged_into).where(chain.c.patient_id.is_not(None)))
     return Order.patient_id.in_(select(chain.c.patient_id))
 
 
