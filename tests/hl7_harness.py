@@ -23,8 +23,9 @@ class RunningMLLP:
     ingest: HL7Ingest
 
 
-def make_ingest(settings: Settings, sessions: sessionmaker[Session]) -> HL7Ingest:
-    return HL7Ingest(sessions, load_hl7_tables(settings.mappings_dir), settings)
+def make_ingest(settings: Settings, sessions: sessionmaker[Session], *,
+                bulk: bool = True) -> HL7Ingest:
+    return HL7Ingest(sessions, load_hl7_tables(settings.mappings_dir), settings, bulk=bulk)
 
 
 @contextmanager

@@ -30,7 +30,7 @@ from bridge.mapping.hl7_message import (
     read_raw_header,
 )
 from bridge.mapping.tables import HL7Tables
-from bridge.services import patients
+from bridge.services import batch_apply, patients
 from bridge.services.orders import OrderPolicy, apply_order_command
 from bridge.store.models import HL7Message as LogRow
 from bridge.store.models import table_of
@@ -99,12 +99,15 @@ class HL7Ingest:
     """The HL7 use case. Thread-safe as long as one thread calls :meth:`handle_batch`."""
 
     def __init__(self, session_factory: sessionmaker[Session], tables: HL7Tables,
-                 settings: Settings) -> None:
+                 settings: Settings, *, bulk: bool = True) -> None:
+        """``bulk=False`` applies every message on its own (the reference the bulk path is
+        tested against)."""
         self._sessions = session_factory
         self._tables = tables
         self._settings = settings
         self._policy = OrderPolicy.from_settings(settings)
         self._counter = itertools.count()
+        self._bulk = bulk
 
     # -- batches ----------------------------------------------------------------------------
     def handle_batch(self, batch: list[Inbound]) -> list[Outcome]:
@@ -153,13 +156,25 @@ class HL7Ingest:
     def _handle_in(self, session: Session, prepared: list[_Prepared], *,
                    isolated: bool) -> list[Outcome]:
         stored = self._stored_acks(session, [p.key for p in prepared if p.key])
+        # Which messages are new, and which repeat an earlier one (stored or in this batch).
+        first_of: dict[MessageKey, int] = {}
+        todo: list[int] = []
+        for index, p in enumerate(prepared):
+            key = p.key
+            if key is not None and (key in stored or key in first_of):
+                continue
+            if key is not None:
+                first_of[key] = index
+            todo.append(index)
+        applied = self._apply_all(session, [prepared[i] for i in todo], isolated=isolated)
+        results = dict(zip(todo, applied, strict=True))
         rows: list[dict[str, object]] = []
         outcomes: list[Outcome] = []
-        in_batch: dict[MessageKey, Outcome] = {}
-        for p in prepared:
+        for index, p in enumerate(prepared):
             key = p.key
-            if key is not None and (key in stored or key in in_batch):
-                previous = stored.get(key) or in_batch[key]
+            if index not in results:
+                assert key is not None
+                previous = stored.get(key) or results[first_of[key]][0]
                 log.info("duplicate hl7 message answered with the stored ACK",
                          extra={"control_id": key[2], "sender": key[0]})
                 outcomes.append(Outcome(previous.accept_ack, previous.app_ack, previous.status,
@@ -167,20 +182,56 @@ class HL7Ingest:
                                         previous.error_location, duplicate=True,
                                         charset=previous.charset))
                 continue
-            outcome, accession = self._apply(session, p, isolated=isolated)
+            outcome, accession = results[index]
             outcome.charset = p.charset or outcome.charset
             outcomes.append(outcome)
-            if key is not None:
-                in_batch[key] = outcome
             rows.append(self._log_row(p, outcome))
-            log.info("hl7 message %s", outcome.status, extra={
-                "control_id": key[2] if key else None, "sender": key[0] if key else None,
-                "message_type": _type_of(p), "ack_code": outcome.ack_code,
-                "accession": accession, "error_text": outcome.error,
-            })
+            if log.isEnabledFor(logging.INFO):
+                log.info("hl7 message %s", outcome.status, extra={
+                    "control_id": key[2] if key else None, "sender": key[0] if key else None,
+                    "message_type": _type_of(p), "ack_code": outcome.ack_code,
+                    "accession": accession, "error_text": outcome.error,
+                })
         if rows:
             session.connection().execute(insert(LOG), rows)
         return outcomes
+
+    def _apply_all(self, session: Session, todo: list[_Prepared], *,
+                   isolated: bool) -> list[tuple[Outcome, str | None]]:
+        """Apply new messages in order: runs of common ones in bulk, the rest one by one."""
+        if isolated or not self._bulk:
+            return [self._apply(session, p, isolated=isolated) for p in todo]
+        results: list[tuple[Outcome, str | None]] = []
+        index = 0
+        while index < len(todo):
+            run = []
+            while index < len(todo):
+                command = todo[index].command
+                if command is None or not batch_apply.eligible(command):
+                    break
+                run.append(todo[index])
+                index += 1
+            if run:
+                results.extend(self._apply_run(session, run))
+            if index < len(todo):
+                results.append(self._apply(session, todo[index], isolated=False))
+                index += 1
+        return results
+
+    def _apply_run(self, session: Session, run: list[_Prepared]
+                   ) -> list[tuple[Outcome, str | None]]:
+        commands = [p.command for p in run]
+        applier = batch_apply.BatchApplier(session.connection(), self._policy)
+        try:
+            errors = applier.apply(commands)  # type: ignore[arg-type]
+        except batch_apply.ClaimLost as exc:
+            raise _NeedsIsolation from exc
+        results = []
+        for p, error in zip(run, errors, strict=True):
+            if error is not None and not isinstance(error, BridgeError):
+                raise _NeedsIsolation from error  # a bug: let the isolated path report it
+            results.append((self._answer(p, error), _accession_of(p.command)))
+        return results
 
     def _apply(self, session: Session, p: _Prepared, *,
                isolated: bool = True) -> tuple[Outcome, str | None]:
@@ -324,6 +375,10 @@ class HL7Ingest:
         log.info("hl7 message reprocessed", extra={"message_id": message_id,
                                                     "ack_code": outcome.ack_code})
         return outcome
+
+
+def _accession_of(command: Command | None) -> str | None:
+    return command.order.accession if isinstance(command, OrderCommand) else None
 
 
 def _type_of(p: _Prepared) -> str | None:

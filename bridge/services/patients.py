@@ -67,6 +67,11 @@ def resolve_patient(session: Session, identifier: Identifier) -> int | None:
     return None if found is None else found.id
 
 
+def lookup_identifier(conn: Connection, identifier: Identifier) -> _Found | None:
+    """The surviving patient holding ``identifier``, with its demographics and identifiers."""
+    return _lookup(conn, identifier)
+
+
 def _lookup(conn: Connection, identifier: Identifier) -> _Found | None:
     rows = conn.execute(_RESOLVE, {"value": identifier.value,
                                    "issuer": identifier.issuer}).all()
