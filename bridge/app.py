@@ -18,7 +18,7 @@ from bridge.adapters.http.app import create_app
 from bridge.adapters.mllp import MLLPServer
 from bridge.config import Settings
 from bridge.mapping.tables import load_hl7_tables
-from bridge.services.batching import BatchWriter
+from bridge.services.batching import LoopBatcher
 from bridge.services.hl7_ingest import HL7Ingest, Inbound, Outcome
 from bridge.store.db import make_engine, make_session_factory
 from bridge.store.migrate import upgrade
@@ -33,8 +33,9 @@ class Bridge:
         self.sessions = make_session_factory(self.engine)
         self.tables = load_hl7_tables(settings.mappings_dir)
         self.ingest = HL7Ingest(self.sessions, self.tables, settings)
-        self.writer: BatchWriter[Inbound, Outcome] = BatchWriter(
-            self.ingest.handle_batch, batch_max=settings.hl7_batch_max, name="hl7-writer")
+        self.writer: LoopBatcher[Inbound, Outcome] = LoopBatcher(
+            self.ingest.handle_batch, batch_max=settings.hl7_batch_max,
+            linger=settings.hl7_batch_linger_ms / 1000, expected=lambda: self.mllp.connections)
         self.mllp = MLLPServer(self.writer, max_message_bytes=settings.hl7_max_message_bytes)
         self.dicom: DicomServer | None = None
         self.http: uvicorn.Server | None = None
@@ -72,7 +73,7 @@ class Bridge:
             self.http.should_exit = True
             with suppress(Exception):
                 await self._http_task
-        await asyncio.to_thread(self.writer.stop)
+        await self.writer.stop()
         self.engine.dispose()
         log.info("bridge stopped")
 

@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     hl7_max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     hl7_primary_authority: str = ""
     hl7_batch_max: int = Field(default=256, ge=1, le=10000)
+    hl7_batch_linger_ms: float = Field(default=2.0, ge=0, le=100)
     accession_policy: Literal["generate", "reject"] = "generate"
     accession_prefix: str = "BR"
     study_uid_policy: Literal["generate", "leave_empty"] = "generate"

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bridge.adapters.mllp import MLLPServer
 from bridge.config import Settings
 from bridge.mapping.tables import load_hl7_tables
-from bridge.services.batching import BatchWriter
+from bridge.services.batching import LoopBatcher
 from bridge.services.hl7_ingest import HL7Ingest, Inbound, Outcome
 
 
@@ -31,19 +31,25 @@ def make_ingest(settings: Settings, sessions: sessionmaker[Session], *,
 @contextmanager
 def running_mllp(settings: Settings, sessions: sessionmaker[Session],
                  *, max_message_bytes: int | None = None) -> Iterator[RunningMLLP]:
+    """The same wiring as ``bridge.app.Bridge``, on an event loop in a background thread."""
     ingest = make_ingest(settings, sessions)
-    writer: BatchWriter[Inbound, Outcome] = BatchWriter(ingest.handle_batch, batch_max=64)
-    writer.start()
+    writer: LoopBatcher[Inbound, Outcome] = LoopBatcher(ingest.handle_batch, batch_max=64,
+                                                        expected=lambda: server.connections)
     server = MLLPServer(writer, max_message_bytes=max_message_bytes
                         or settings.hl7_max_message_bytes)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    port = asyncio.run_coroutine_threadsafe(server.start("127.0.0.1", 0), loop).result(10)
+
+    async def start() -> int:
+        writer.start()
+        return await server.start("127.0.0.1", 0)
+
+    port = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
     try:
         yield RunningMLLP(port=port, ingest=ingest)
     finally:
         asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
+        asyncio.run_coroutine_threadsafe(writer.stop(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
-        writer.stop()

@@ -16,7 +16,7 @@ from hl7.mllp.streams import END_BLOCK, START_BLOCK, MLLPStreamReader, MLLPStrea
 
 from bridge.errors import Rejected, Transient
 from bridge.mapping.ack import AckContext, build_ack
-from bridge.services.batching import BatchWriter
+from bridge.services.batching import Batcher
 from bridge.services.hl7_ingest import Inbound, Outcome
 
 log = logging.getLogger("bridge.mllp")
@@ -58,11 +58,16 @@ class _Reader(MLLPStreamReader):
 
 
 class MLLPServer:
-    def __init__(self, writer: BatchWriter[Inbound, Outcome], *, max_message_bytes: int) -> None:
+    def __init__(self, writer: Batcher[Inbound, Outcome], *, max_message_bytes: int) -> None:
         self._writer = writer
         self._limit = max_message_bytes
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+
+    @property
+    def connections(self) -> int:
+        """Open connections: how many senders may have a message on the way."""
+        return len(self._connections)
 
     async def start(self, host: str, port: int) -> int:
         loop = asyncio.get_running_loop()

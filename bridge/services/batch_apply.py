@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, or_, select, tuple_, update
+from sqlalchemy import Connection, bindparam, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bridge.domain import Identifier, OrderAction, OrderCommand, PatientCommand, PatientData
@@ -154,11 +154,13 @@ class BatchApplier:
                    OWNED.c.issuer.label("owned_issuer"))
             .join(P, P.c.id == PI.c.patient_id)
             .join(OWNED, OWNED.c.patient_id == P.c.id)
-            .where(tuple_(PI.c.value, PI.c.issuer).in_(list(keys)))
+            .where(PI.c.value.in_({value for value, _ in keys}))  # an index seek on value
         ).all()
         by_id: dict[int, _Patient] = {}
         for row in rows:
             key = (row.value, row.issuer)
+            if key not in keys:
+                continue
             if row.merged_into_id is not None:
                 if key not in self._owners:  # the survivor, as the per-message path finds it
                     found = lookup_identifier(self._conn, Identifier(*key))
@@ -178,14 +180,17 @@ class BatchApplier:
             self._owners[key] = state
 
     def _load_orders(self, placers: set[IdKey], accessions: set[str]) -> None:
+        # Seeks on the leading index columns; issuers are checked below.
         conditions = []
         if placers:
-            conditions.append(tuple_(O.c.placer_number, O.c.placer_issuer).in_(list(placers)))
+            conditions.append(O.c.placer_number.in_({number for number, _ in placers}))
         if accessions:
-            conditions.append(O.c.accession.in_(list(accessions)))
+            conditions.append(O.c.accession.in_(accessions))
         if not conditions:
             return
-        rows = self._conn.execute(select(O).where(or_(*conditions))).all()
+        rows = [row for row in self._conn.execute(select(O).where(or_(*conditions)))
+                if (row.placer_number, row.placer_issuer) in placers
+                or row.accession in accessions]
         if not rows:
             return
         patient_ids = {row.patient_id for row in rows}

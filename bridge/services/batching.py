@@ -1,80 +1,108 @@
-"""Group commit: one writer thread takes whatever work has queued up and does it in one go.
+"""Group commit: whatever work has queued up is done in one transaction.
 
 Many MLLP connections submit messages; while one batch is being committed the next ones
-queue, so the cost of a commit (an fsync on SQLite) is shared by every message in the batch
-and latency stays at one commit when the load is light.
+queue, so the cost of a transaction (statements, an fsync) is shared by every message in
+the batch, and latency stays at one commit when the load is light.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import queue
-import threading
 from collections.abc import Callable
-from concurrent.futures import Future
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 log = logging.getLogger("bridge.batching")
 
 In = TypeVar("In")
 Out = TypeVar("Out")
 
-_STOP = object()
+InC = TypeVar("InC", contravariant=True)
+OutC = TypeVar("OutC", covariant=True)
 
 
-class BatchWriter(Generic[In, Out]):
-    def __init__(self, handle_batch: Callable[[list[In]], list[Out]], *, batch_max: int = 256,
-                 name: str = "bridge-writer") -> None:
+class Batcher(Protocol[InC, OutC]):
+    """What a listener needs: hand in one item, get its result when its batch is done."""
+
+    async def run(self, item: InC) -> OutC: ...
+
+
+class LoopBatcher(Generic[In, Out]):
+    """Group commit on the event loop itself: no second thread, so no GIL hand-offs.
+
+    While a batch is being applied (blocking the loop for one transaction), the kernel keeps
+    receiving for every connection; the next turn of the loop reads all of it.
+
+    Senders wait for each ACK, so with K busy connections a small batch tends to repeat
+    itself: the two senders answered last are the only ones ready next time, and every
+    commit (an fsync) carries two messages. So before committing, the batcher lingers up to
+    ``linger`` seconds while fewer messages are pending than ``expected()`` senders are
+    connected; a single sender (the usual MIS link) never waits.
+    """
+
+    def __init__(self, handle_batch: Callable[[list[In]], list[Out]], *,
+                 batch_max: int = 256, linger: float = 0.002,
+                 expected: Callable[[], int] = lambda: 1) -> None:
         self._handle = handle_batch
         self._batch_max = batch_max
-        self._queue: queue.SimpleQueue[tuple[In, Future[Out]] | object] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._linger = linger
+        self._expected = expected
+        self._pending: list[tuple[In, asyncio.Future[Out]]] = []
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._thread.start()
-
-    def submit(self, item: In) -> Future[Out]:
-        future: Future[Out] = Future()
-        self._queue.put((item, future))
-        return future
+        self._wake = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._drain())
 
     async def run(self, item: In) -> Out:
-        return await asyncio.wrap_future(self.submit(item))
+        assert self._wake is not None, "start() first"
+        future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        self._wake.set()
+        return await future
 
-    def stop(self, timeout: float = 30.0) -> None:
+    async def stop(self) -> None:
         """Finish what is queued, then stop."""
-        if self._thread.is_alive():
-            self._queue.put(_STOP)
-            self._thread.join(timeout)
+        while self._pending:
+            await asyncio.sleep(0.01)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
-    def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            first = self._queue.get()
-            if first is _STOP:
-                break
-            batch = [first]
-            while len(batch) < self._batch_max:
+    async def _gather(self) -> None:
+        """Wait briefly for the other connected senders' messages."""
+        assert self._wake is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._linger
+        while len(self._pending) < min(self._expected(), self._batch_max):
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), left)
+
+    async def _drain(self) -> None:
+        assert self._wake is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self._gather()
+            while self._pending:
+                batch = self._pending[: self._batch_max]
+                del self._pending[: self._batch_max]
                 try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _STOP:
-                    stopping = True
-                    break
-                batch.append(nxt)
-            items = [entry[0] for entry in batch]  # type: ignore[index]
-            futures: list[Future[Out]] = [entry[1] for entry in batch]  # type: ignore[index]
-            try:
-                results = self._handle(items)
-            except BaseException as exc:  # never let one bad batch kill the writer
-                log.exception("batch failed")
-                for future in futures:
+                    results = self._handle([item for item, _ in batch])
+                except Exception as exc:  # never let one bad batch stop the intake
+                    log.exception("batch failed")
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, future), result in zip(batch, results, strict=True):
                     if not future.done():
-                        future.set_exception(exc)
-                continue
-            for future, result in zip(futures, results, strict=True):
-                # The waiter may be gone (its connection closed); the work is done anyway.
-                if not future.done():
-                    future.set_result(result)
+                        future.set_result(result)
+                await asyncio.sleep(0)

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import insert, select, tuple_
+from sqlalchemy import insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -37,9 +37,8 @@ from bridge.store.models import table_of
 
 log = logging.getLogger("bridge.hl7")
 LOG = table_of(LogRow)
-_STORED_ACKS = select(LOG.c.sending_application, LOG.c.sending_facility, LOG.c.control_id,
-                      LOG.c.accept_ack, LOG.c.ack, LOG.c.status, LOG.c.ack_code, LOG.c.error,
-                      LOG.c.error_location, LOG.c.charset)
+_STORED_ACKS = select(LOG.c.control_id, LOG.c.accept_ack, LOG.c.ack, LOG.c.status,
+                      LOG.c.ack_code, LOG.c.error, LOG.c.error_location, LOG.c.charset)
 
 MessageKey = tuple[str, str, str]
 
@@ -315,17 +314,24 @@ class HL7Ingest:
 
     # -- the log ----------------------------------------------------------------------------
     def _stored_acks(self, session: Session, keys: list[MessageKey]) -> dict[MessageKey, Outcome]:
+        """Stored answers for keys seen before. Grouped by sender so that each query is an
+        index seek (sender = ?, facility = ?, control_id IN ...); a row-value IN would make
+        SQLite scan the whole log."""
         found: dict[MessageKey, Outcome] = {}
         conn = session.connection()
-        unique = list(set(keys))
-        for start in range(0, len(unique), 200):
-            rows = conn.execute(_STORED_ACKS.where(
-                tuple_(LOG.c.sending_application, LOG.c.sending_facility, LOG.c.control_id)
-                .in_(unique[start:start + 200])))
-            for r in rows:
-                found[(r.sending_application, r.sending_facility, r.control_id)] = Outcome(
-                    r.accept_ack, r.ack, r.status, r.ack_code or "", r.error, r.error_location,
-                    charset=r.charset or "utf-8")
+        by_sender: dict[tuple[str, str], set[str]] = {}
+        for app, facility, control_id in keys:
+            by_sender.setdefault((app, facility), set()).add(control_id)
+        for (app, facility), control_ids in by_sender.items():
+            ids = sorted(control_ids)
+            for start in range(0, len(ids), 500):
+                rows = conn.execute(_STORED_ACKS.where(
+                    LOG.c.sending_application == app, LOG.c.sending_facility == facility,
+                    LOG.c.control_id.in_(ids[start:start + 500])))
+                for r in rows:
+                    found[(app, facility, r.control_id)] = Outcome(
+                        r.accept_ack, r.ack, r.status, r.ack_code or "", r.error,
+                        r.error_location, charset=r.charset or "utf-8")
         return found
 
     def _log_row(self, p: _Prepared, outcome: Outcome) -> dict[str, object]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +45,25 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Readers (worklist queries) take no write lock: in WAL mode they see the last
+        # commit and never wait for, or hold up, the HL7 writer.
+        read_only = connection.get_execution_options().get(READ_ONLY_OPTION)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+READ_ONLY_OPTION = "bridge_read_only"
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def read_session(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A session for reading only: on SQLite its transaction takes no write lock."""
+    with factory() as session:
+        session.connection(execution_options={READ_ONLY_OPTION: True})
+        yield session
 
 
 def is_sqlite(engine: Engine) -> bool:

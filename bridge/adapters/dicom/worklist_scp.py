@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -19,11 +20,17 @@ from bridge.errors import BridgeError
 from bridge.mapping.worklist_dataset import ResponseOptions, WorklistItem, build_identifier
 from bridge.mapping.worklist_query import WorklistQuery, parse_worklist_query
 from bridge.services.worklist import find_worklist
+from bridge.store.db import read_session
 
 logger = logging.getLogger("bridge.dicom")
 
 PENDING = 0xFF00
 CANCELLED = 0xFE00
+#: Responses queued before waiting for the network to take them. pynetdicom's send is a
+#: queue put, so without pacing a long result is queued whole in a few milliseconds, held in
+#: memory, and a modality's C-CANCEL arrives after everything has been committed to send.
+PACING = 16
+SEND_WAIT_SECONDS = 2.0
 
 FindResult = tuple[int | Dataset, Dataset | None]
 
@@ -58,7 +65,7 @@ def handle_find(event: Event, deps: WorklistDeps) -> Iterator[FindResult]:
             event.identifier, undeclared_charset=peer.charset if peer else None
         )
         extra["accession"] = _accession(query)
-        with deps.session_factory() as session:
+        with read_session(deps.session_factory) as session:
             items = list(find_worklist(session, query))
     except BridgeError as exc:
         logger.warning("C-FIND refused: %s", exc, extra=extra)
@@ -88,6 +95,8 @@ def _responses(
     extra: dict[str, str | None],
 ) -> Iterator[FindResult]:
     for sent, item in enumerate(items):
+        if sent and sent % PACING == 0:
+            _wait_until_sent(event)
         if event.is_cancelled:
             logger.info("C-FIND cancelled after %d of %d items", sent, len(items), extra=extra)
             yield CANCELLED, None
@@ -101,6 +110,14 @@ def _responses(
         logger.debug("C-FIND item %s", item.patient_name, extra={**extra,
                                                                  "accession": item.accession})
         yield PENDING, identifier
+
+
+def _wait_until_sent(event: Event) -> None:
+    """Wait (briefly) until the association has written what was queued so far."""
+    outgoing = event.assoc.dul.to_provider_queue
+    deadline = time.monotonic() + SEND_WAIT_SECONDS
+    while not outgoing.empty() and time.monotonic() < deadline:
+        time.sleep(0.0005)
 
 
 def _accession(query: WorklistQuery) -> str | None:
