@@ -65,6 +65,7 @@ def bridge_process(data_dir: Path, database_url: str | None = None,
            "BRIDGE_HTTP_PORT": str(ports["http"]), **(extra_env or {})}
     if database_url:
         env["BRIDGE_DATABASE_URL"] = database_url
+    data_dir.mkdir(parents=True, exist_ok=True)
     log = (data_dir / "bridge.log").open("wb")  # a pipe nobody reads would block the bridge
     proc = subprocess.Popen([sys.executable, "-m", "bridge.cli", "serve"], env=env, cwd=ROOT,
                             stderr=log)
