@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, Table, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bridge.domain import Identifier, OrderAction, OrderCommand, PatientCommand, PatientData
@@ -39,7 +39,7 @@ O = table_of(Order)  # noqa: E741 - the table, as in SQL
 OWNED = PI.alias("owned")
 IdKey = tuple[str, str]
 
-_INSERT_PATIENTS = insert(P).returning(P.c.id, sort_by_parameter_order=True)
+_INSERT_PATIENTS = insert(P)
 _CLAIM = {
     "sqlite": sqlite.insert(PI).on_conflict_do_nothing().returning(PI.c.value, PI.c.issuer),
     "postgresql": postgresql.insert(PI).on_conflict_do_nothing().returning(
@@ -48,7 +48,7 @@ _CLAIM = {
 _UPDATE_PATIENT = update(P).where(P.c.id == bindparam("b_id")).values(
     name=bindparam("name"), name_search=bindparam("name_search"),
     birth_date=bindparam("birth_date"), sex=bindparam("sex"), updated_at=bindparam("b_now"))
-_INSERT_ORDERS = insert(O).returning(O.c.id, sort_by_parameter_order=True)
+_INSERT_ORDERS = insert(O)
 _INSERT_STEPS = insert(S)
 _ORDER_COLUMNS = (*rules.ORDER_FIELDS, "placer_issuer", "filler_issuer", "procedure_code",
                   "procedure_scheme", "procedure_meaning", "patient_id", "status")
@@ -57,6 +57,23 @@ _UPDATE_ORDER = update(O).where(O.c.id == bindparam("b_id")).values(
 _STEP_COLUMNS = (*rules.STEP_FIELDS, "protocol_codes", "status")
 _UPDATE_STEP = update(S).where(S.c.id == bindparam("b_id")).values(
     {name: bindparam(name) for name in _STEP_COLUMNS} | {"updated_at": bindparam("b_now")})
+
+
+def allocate_ids(conn: Connection, table: Table, count: int) -> list[int]:
+    """Primary keys for ``count`` new rows, so that one executemany can insert them all
+    (INSERT ... RETURNING in parameter order makes SQLAlchemy insert SQLite rows one by one).
+
+    SQLite: the transaction holds the database's write lock (BEGIN IMMEDIATE), so nobody
+    else can take max(id) + 1 before we commit. PostgreSQL: the table's own sequence.
+    """
+    if conn.dialect.name == "postgresql":
+        sequence = conn.execute(text("SELECT pg_get_serial_sequence(:t, 'id')"),
+                                {"t": table.name}).scalar_one()
+        rows = conn.execute(text("SELECT nextval(:s) FROM generate_series(1, :n)"),
+                            {"s": sequence, "n": count})
+        return [int(r[0]) for r in rows]
+    top = conn.execute(select(func.coalesce(func.max(table.c.id), 0))).scalar_one()
+    return list(range(int(top) + 1, int(top) + 1 + count))
 
 
 class ClaimLost(Exception):
@@ -313,12 +330,14 @@ class BatchApplier:
         conn, now = self._conn, utcnow()
         new_patients = [p for p in self._patients if p.id is None]
         if new_patients:
-            ids = conn.execute(_INSERT_PATIENTS, [
-                {"name": p.name, "name_search": p.name.casefold(), "birth_date": p.birth_date,
-                 "sex": p.sex, "merged_into_id": None, "created_at": now, "updated_at": now}
-                for p in new_patients]).scalars().all()
-            for state, new_id in zip(new_patients, ids, strict=True):
-                state.id = int(new_id)
+            for state, new_id in zip(new_patients, allocate_ids(conn, P, len(new_patients)),
+                                     strict=True):
+                state.id = new_id
+            conn.execute(_INSERT_PATIENTS, [
+                {"id": p.id, "name": p.name, "name_search": p.name.casefold(),
+                 "birth_date": p.birth_date, "sex": p.sex, "merged_into_id": None,
+                 "created_at": now, "updated_at": now}
+                for p in new_patients])
         claims = [{"patient_id": p.id, "value": i.value, "issuer": i.issuer,
                    "id_type": i.id_type, "position": pos}
                   for p in self._patients for i, pos in p.pending]
@@ -341,14 +360,9 @@ class BatchApplier:
         new_orders = [o for o in self._orders if o.id is None]
         if new_orders:
             rows = []
-            for order in new_orders:
-                assert order.patient.id is not None
-                rows.append({**order.values, "patient_id": order.patient.id,
-                             "created_at": now, "updated_at": now})
-            ids = conn.execute(_INSERT_ORDERS, rows).scalars().all()
-            generated = []
-            for order, new_id in zip(new_orders, ids, strict=True):
-                order.id = int(new_id)
+            for order, new_id in zip(new_orders, allocate_ids(conn, O, len(new_orders)),
+                                     strict=True):
+                order.id = new_id
                 values = order.values
                 if not values.get("accession") or not values.get("requested_procedure_id"):
                     accession = values.get("accession") or rules.generated_accession(
@@ -356,10 +370,11 @@ class BatchApplier:
                     values["accession"] = accession
                     values["requested_procedure_id"] = (values.get("requested_procedure_id")
                                                         or accession)
-                    generated.append(order)
                 self._name_generated_steps(order)
-            if generated:
-                conn.execute(_UPDATE_ORDER, [self._order_row(o, now) for o in generated])
+                assert order.patient.id is not None
+                rows.append({**values, "id": order.id, "patient_id": order.patient.id,
+                             "created_at": now, "updated_at": now})
+            conn.execute(_INSERT_ORDERS, rows)
         changed = [o for o in self._orders if o.dirty and o not in new_orders]
         if changed:
             conn.execute(_UPDATE_ORDER, [self._order_row(o, now) for o in changed])
