@@ -59,6 +59,10 @@ _UPDATE_STEP = update(S).where(S.c.id == bindparam("b_id")).values(
     {name: bindparam(name) for name in _STEP_COLUMNS} | {"updated_at": bindparam("b_now")})
 
 
+_NEXT_IDS = text("SELECT nextval(pg_get_serial_sequence(:t, 'id')) "
+                 "FROM generate_series(1, :n)")
+
+
 def allocate_ids(conn: Connection, table: Table, count: int) -> list[int]:
     """Primary keys for ``count`` new rows, so that one executemany can insert them all
     (INSERT ... RETURNING in parameter order makes SQLAlchemy insert SQLite rows one by one).
@@ -67,10 +71,7 @@ def allocate_ids(conn: Connection, table: Table, count: int) -> list[int]:
     else can take max(id) + 1 before we commit. PostgreSQL: the table's own sequence.
     """
     if conn.dialect.name == "postgresql":
-        sequence = conn.execute(text("SELECT pg_get_serial_sequence(:t, 'id')"),
-                                {"t": table.name}).scalar_one()
-        rows = conn.execute(text("SELECT nextval(:s) FROM generate_series(1, :n)"),
-                            {"s": sequence, "n": count})
+        rows = conn.execute(_NEXT_IDS, {"t": table.name, "n": count})
         return [int(r[0]) for r in rows]
     top = conn.execute(select(func.coalesce(func.max(table.c.id), 0))).scalar_one()
     return list(range(int(top) + 1, int(top) + 1 + count))
