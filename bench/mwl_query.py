@@ -113,8 +113,6 @@ def run_queries(port: int, called_ae: str, plan: BulkPlan, kind: str, count: int
         if not assoc.is_established:
             raise RuntimeError(f"{server}: association failed")
         _no_delay(assoc)
-        if os.environ.get("CLIENT_SPIN"):
-            assoc.dul._run_loop_delay = 0
         sent = time.perf_counter()
         responses = list(assoc.send_c_find(query, MWL))
         found = time.perf_counter()
