@@ -1,8 +1,8 @@
 """Benchmark: Modality Worklist C-FIND latency of the bridge, and of DCMTK wlmscpfs.
 
 Not a test. For each size it synthesises N scheduled steps (one patient and order each,
-over 30 station AEs, 6 modalities and 365 days), starts the bridge's DICOM server on a free
-port and times three typical queries: station AE + one day, modality + one day, patient ID.
+over 30 station AEs, 6 modalities and 365 days), starts ``bridge serve`` on free ports and
+times three typical queries: station AE + one day, modality + one day, patient ID.
 At 10,000 steps the same items are also written as .wl files and served by ``wlmscpfs``.
 
 Client: pynetdicom with TCP_NODELAY (as DCMTK), one association per query as modalities
@@ -25,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -36,12 +35,11 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bridge.adapters.dicom.server import start_dicom_server
-from bridge.config import load_settings
+from bench._common import bridge_process, postgres_schema
 from bridge.mapping.worklist_dataset import ResponseOptions, build_identifier
 from bridge.mapping.worklist_query import parse_worklist_query
 from bridge.services.worklist import find_worklist
@@ -147,17 +145,8 @@ def database(url: str | None, workdir: Path) -> Iterator[str]:
     if not url:
         yield f"sqlite:///{workdir / 'bridge.db'}"
         return
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(url)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in url else "?"
-    try:
-        yield f"{url}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with postgres_schema(url) as schema_url:
+        yield schema_url
 
 
 def write_wl_files(session_factory: Any, folder: Path) -> int:
@@ -235,16 +224,13 @@ def bench_size(size: int, args: argparse.Namespace, log: Callable[[str], None]) 
         elapsed = time.perf_counter() - started
         log(f"{size} steps inserted in {elapsed:.1f} s ({engine.dialect.name})")
         session_factory = make_session_factory(engine)
-        settings = load_settings(data_dir=Path(tmp) / "var", database_url=url, dicom_port=0,
-                                 mllp_port=0, http_port=0)
-        server = start_dicom_server(settings, session_factory)
-        try:
+        # The bridge runs as `bridge serve` in its own process, as in production: a client
+        # in the same process would share its GIL and pynetdicom's polling threads.
+        with bridge_process(Path(tmp) / "var", url) as ports:
             for kind in KINDS:
-                run_queries(server.port, settings.ae_title, plan, kind, 10, "warm-up")
-                results.append(run_queries(server.port, settings.ae_title, plan, kind,
+                run_queries(ports["dicom"], "BRIDGE", plan, kind, 10, "warm-up")
+                results.append(run_queries(ports["dicom"], "BRIDGE", plan, kind,
                                            args.queries, "bridge"))
-        finally:
-            server.shutdown()
         if size == args.wlm_size and shutil.which("wlmscpfs"):
             folder = Path(tmp) / "wlm" / WLM_AE
             written = write_wl_files(session_factory, folder)

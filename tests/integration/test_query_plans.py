@@ -72,12 +72,8 @@ def test_typical_queries_use_an_index(loaded: Engine, name: str) -> None:
             assert not any(d.startswith(("SCAN orders", "SCAN patients")) for d in details), details
             used = " ".join(details)
         else:
-            plan = conn.execute(text("EXPLAIN (FORMAT JSON) " + statement)).scalar_one()
-            nodes = list(_nodes(plan[0]["Plan"] if isinstance(plan, list)
-                                else json.loads(plan)[0]["Plan"]))
-            scans = {(n.get("Relation Name"), n["Node Type"]) for n in nodes}
+            scans, used = _postgres_plan(conn, statement)
             assert ("procedure_steps", "Seq Scan") not in scans, scans
-            used = " ".join(str(n.get("Index Name", "")) for n in nodes)
     assert any(index in used for index in INDEXES), used
 
 
@@ -88,13 +84,18 @@ def test_selective_name_prefix_uses_the_name_index(loaded: Engine) -> None:
             details = [row[-1] for row in conn.execute(text("EXPLAIN QUERY PLAN " + statement))]
             assert any("ix_patients_name_search" in d for d in details), details
             return
-        plan = conn.execute(text("EXPLAIN (FORMAT JSON) " + statement)).scalar_one()
+        scans, used = _postgres_plan(conn, statement)
+    assert ("patients", "Seq Scan") not in scans, scans
+    assert "ix_patients_name_search" in used, used
+
+
+def _postgres_plan(conn: Any, statement: str) -> tuple[set[tuple[Any, Any]], str]:
+    """(relation, node type) of every plan node, and the index names the plan uses."""
+    plan = conn.execute(text("EXPLAIN (FORMAT JSON) " + statement)).scalar_one()
     nodes = list(_nodes(plan[0]["Plan"] if isinstance(plan, list)
                         else json.loads(plan)[0]["Plan"]))
     scans = {(n.get("Relation Name"), n["Node Type"]) for n in nodes}
-    assert ("patients", "Seq Scan") not in scans, scans
-    used = " ".join(str(n.get("Index Name", "")) for n in nodes)
-    assert "ix_patients_name_search" in used, used
+    return scans, " ".join(str(n.get("Index Name", "")) for n in nodes)
 
 
 def _nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
