@@ -189,7 +189,8 @@ class HL7Ingest:
                 log.info("hl7 message %s", outcome.status, extra={
                     "control_id": key[2] if key else None, "sender": key[0] if key else None,
                     "message_type": _type_of(p), "ack_code": outcome.ack_code,
-                    "accession": accession, "error_text": outcome.error,
+                    # The error text can quote patient data: it stays in the message log.
+                    "accession": accession, "error_location": outcome.error_location,
                 })
         if rows:
             session.connection().execute(insert(LOG), rows)
