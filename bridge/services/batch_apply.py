@@ -18,13 +18,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, func, insert, or_, select, text, update
+from sqlalchemy import Connection, Table, bindparam, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bridge.domain import Identifier, OrderAction, OrderCommand, PatientCommand, PatientData
 from bridge.mapping import order_rules as rules
 from bridge.services.orders import OrderPolicy, check_creatable, new_order_values
 from bridge.services.patients import lookup_identifier
+from bridge.store.fast_insert import FastInsert
 from bridge.store.models import (
     Order,
     Patient,
@@ -39,7 +40,7 @@ O = table_of(Order)  # noqa: E741 - the table, as in SQL
 OWNED = PI.alias("owned")
 IdKey = tuple[str, str]
 
-_INSERT_PATIENTS = insert(P)
+_INSERT_PATIENTS = FastInsert(P, [c.name for c in P.columns])
 _CLAIM = {
     "sqlite": sqlite.insert(PI).on_conflict_do_nothing().returning(PI.c.value, PI.c.issuer),
     "postgresql": postgresql.insert(PI).on_conflict_do_nothing().returning(
@@ -48,8 +49,8 @@ _CLAIM = {
 _UPDATE_PATIENT = update(P).where(P.c.id == bindparam("b_id")).values(
     name=bindparam("name"), name_search=bindparam("name_search"),
     birth_date=bindparam("birth_date"), sex=bindparam("sex"), updated_at=bindparam("b_now"))
-_INSERT_ORDERS = insert(O)
-_INSERT_STEPS = insert(S)
+_INSERT_ORDERS = FastInsert(O, [c.name for c in O.columns])
+_INSERT_STEPS = FastInsert(S, [c.name for c in S.columns if c.name != "id"])
 _ORDER_COLUMNS = (*rules.ORDER_FIELDS, "placer_issuer", "filler_issuer", "procedure_code",
                   "procedure_scheme", "procedure_meaning", "patient_id", "status")
 _UPDATE_ORDER = update(O).where(O.c.id == bindparam("b_id")).values(
@@ -59,6 +60,22 @@ _UPDATE_STEP = update(S).where(S.c.id == bindparam("b_id")).values(
     {name: bindparam(name) for name in _STEP_COLUMNS} | {"updated_at": bindparam("b_now")})
 
 
+# Statements are built once: building one (and its cache key) costs more than SQLite
+# takes to run it.
+_PATIENTS_BY_VALUE = (
+    select(PI.c.value, PI.c.issuer, P.c.id, P.c.merged_into_id, P.c.name, P.c.birth_date,
+           P.c.sex, OWNED.c.value.label("owned_value"), OWNED.c.issuer.label("owned_issuer"))
+    .join(P, P.c.id == PI.c.patient_id)
+    .join(OWNED, OWNED.c.patient_id == P.c.id)
+    .where(PI.c.value.in_(bindparam("values", expanding=True)))  # an index seek on value
+)
+_PATIENTS_BY_ID = select(P.c.id, P.c.name, P.c.birth_date, P.c.sex).where(
+    P.c.id.in_(bindparam("ids", expanding=True)))
+_ORDERS_BY_KEYS = select(O).where(or_(
+    O.c.placer_number.in_(bindparam("placers", expanding=True)),
+    O.c.accession.in_(bindparam("accessions", expanding=True))))
+_STEPS_OF = select(S).where(S.c.order_id.in_(bindparam("ids", expanding=True)))
+_MAX_ID = {table.name: select(func.coalesce(func.max(table.c.id), 0)) for table in (P, O)}
 _NEXT_IDS = text("SELECT nextval(pg_get_serial_sequence(:t, 'id')) "
                  "FROM generate_series(1, :n)")
 
@@ -73,7 +90,7 @@ def allocate_ids(conn: Connection, table: Table, count: int) -> list[int]:
     if conn.dialect.name == "postgresql":
         rows = conn.execute(_NEXT_IDS, {"t": table.name, "n": count})
         return [int(r[0]) for r in rows]
-    top = conn.execute(select(func.coalesce(func.max(table.c.id), 0))).scalar_one()
+    top = conn.execute(_MAX_ID[table.name]).scalar_one()
     return list(range(int(top) + 1, int(top) + 1 + count))
 
 
@@ -166,14 +183,8 @@ class BatchApplier:
     def _load_patients(self, keys: set[IdKey]) -> None:
         if not keys:
             return
-        rows = self._conn.execute(
-            select(PI.c.value, PI.c.issuer, P.c.id, P.c.merged_into_id, P.c.name,
-                   P.c.birth_date, P.c.sex, OWNED.c.value.label("owned_value"),
-                   OWNED.c.issuer.label("owned_issuer"))
-            .join(P, P.c.id == PI.c.patient_id)
-            .join(OWNED, OWNED.c.patient_id == P.c.id)
-            .where(PI.c.value.in_({value for value, _ in keys}))  # an index seek on value
-        ).all()
+        rows = self._conn.execute(_PATIENTS_BY_VALUE,
+                                  {"values": sorted({value for value, _ in keys})}).all()
         by_id: dict[int, _Patient] = {}
         for row in rows:
             key = (row.value, row.issuer)
@@ -198,15 +209,14 @@ class BatchApplier:
             self._owners[key] = state
 
     def _load_orders(self, placers: set[IdKey], accessions: set[str]) -> None:
-        # Seeks on the leading index columns; issuers are checked below.
-        conditions = []
-        if placers:
-            conditions.append(O.c.placer_number.in_({number for number, _ in placers}))
-        if accessions:
-            conditions.append(O.c.accession.in_(accessions))
-        if not conditions:
+        if not placers and not accessions:
             return
-        rows = [row for row in self._conn.execute(select(O).where(or_(*conditions)))
+        # Seeks on the leading index columns; issuers are checked below. An empty list
+        # matches nothing.
+        found = self._conn.execute(_ORDERS_BY_KEYS, {
+            "placers": sorted({number for number, _ in placers}),
+            "accessions": sorted(accessions)})
+        rows = [row for row in found
                 if (row.placer_number, row.placer_issuer) in placers
                 or row.accession in accessions]
         if not rows:
@@ -215,11 +225,10 @@ class BatchApplier:
         known = {state.id: state for state in self._owners.values()}
         missing = patient_ids - set(known)
         if missing:  # orders of patients not named in the batch (the order moves away)
-            for row in self._conn.execute(select(P.c.id, P.c.name, P.c.birth_date, P.c.sex)
-                                          .where(P.c.id.in_(missing))):
+            for row in self._conn.execute(_PATIENTS_BY_ID, {"ids": sorted(missing)}):
                 known[row.id] = _Patient(row.id, row.name, row.birth_date, row.sex, set())
         steps: dict[int, dict[str, _Step]] = {row.id: {} for row in rows}
-        for step in self._conn.execute(select(S).where(S.c.order_id.in_(list(steps)))):
+        for step in self._conn.execute(_STEPS_OF, {"ids": list(steps)}):
             values = {name: getattr(step, name) for name in (*_STEP_COLUMNS, "sps_id")}
             steps[step.order_id][step.sps_id] = _Step(step.id, values)
         for row in rows:
@@ -334,7 +343,7 @@ class BatchApplier:
             for state, new_id in zip(new_patients, allocate_ids(conn, P, len(new_patients)),
                                      strict=True):
                 state.id = new_id
-            conn.execute(_INSERT_PATIENTS, [
+            _INSERT_PATIENTS.execute(conn, [
                 {"id": p.id, "name": p.name, "name_search": p.name.casefold(),
                  "birth_date": p.birth_date, "sex": p.sex, "merged_into_id": None,
                  "created_at": now, "updated_at": now}
@@ -375,7 +384,7 @@ class BatchApplier:
                 assert order.patient.id is not None
                 rows.append({**values, "id": order.id, "patient_id": order.patient.id,
                              "created_at": now, "updated_at": now})
-            conn.execute(_INSERT_ORDERS, rows)
+            _INSERT_ORDERS.execute(conn, rows)
         changed = [o for o in self._orders if o.dirty and o not in new_orders]
         if changed:
             conn.execute(_UPDATE_ORDER, [self._order_row(o, now) for o in changed])
@@ -388,7 +397,7 @@ class BatchApplier:
                     changed_steps.append({**{k: step.values[k] for k in _STEP_COLUMNS},
                                           "b_id": step.id, "b_now": now})
         if new_steps:
-            conn.execute(_INSERT_STEPS, new_steps)
+            _INSERT_STEPS.execute(conn, new_steps)
         if changed_steps:
             conn.execute(_UPDATE_STEP, changed_steps)
 

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -32,13 +32,19 @@ from bridge.mapping.hl7_message import (
 from bridge.mapping.tables import HL7Tables
 from bridge.services import batch_apply, patients
 from bridge.services.orders import OrderPolicy, apply_order_command
+from bridge.store.fast_insert import FastInsert
 from bridge.store.models import HL7Message as LogRow
 from bridge.store.models import table_of
 
 log = logging.getLogger("bridge.hl7")
 LOG = table_of(LogRow)
+_INSERT_LOG = FastInsert(LOG, [c.name for c in LOG.columns if c.name != "id"])
+# Statements are built once: building one (and its cache key) costs more than SQLite
+# takes to run it.
 _STORED_ACKS = select(LOG.c.control_id, LOG.c.accept_ack, LOG.c.ack, LOG.c.status,
-                      LOG.c.ack_code, LOG.c.error, LOG.c.error_location, LOG.c.charset)
+                      LOG.c.ack_code, LOG.c.error, LOG.c.error_location, LOG.c.charset).where(
+    LOG.c.sending_application == bindparam("app"), LOG.c.sending_facility == bindparam("fac"),
+    LOG.c.control_id.in_(bindparam("ids", expanding=True)))
 
 MessageKey = tuple[str, str, str]
 
@@ -193,7 +199,7 @@ class HL7Ingest:
                     "accession": accession, "error_location": outcome.error_location,
                 })
         if rows:
-            session.connection().execute(insert(LOG), rows)
+            _INSERT_LOG.execute(session.connection(), rows)
         return outcomes
 
     def _apply_all(self, session: Session, todo: list[_Prepared], *,
@@ -326,9 +332,8 @@ class HL7Ingest:
         for (app, facility), control_ids in by_sender.items():
             ids = sorted(control_ids)
             for start in range(0, len(ids), 500):
-                rows = conn.execute(_STORED_ACKS.where(
-                    LOG.c.sending_application == app, LOG.c.sending_facility == facility,
-                    LOG.c.control_id.in_(ids[start:start + 500])))
+                rows = conn.execute(_STORED_ACKS, {"app": app, "fac": facility,
+                                                   "ids": ids[start:start + 500]})
                 for r in rows:
                     found[(app, facility, r.control_id)] = Outcome(
                         r.accept_ack, r.ack, r.status, r.ack_code or "", r.error,
