@@ -242,3 +242,20 @@ def test_reprocess_after_fixing_the_sender_charset(
         row = s.get(HL7Message, message_id)
         assert row is not None and row.status == "processed" and row.attempts == 2
         assert s.execute(select(Patient.name)).scalar_one().startswith("Ковальчук^Ірина")
+
+
+def test_database_down_is_answered_ar_and_nothing_claims_acceptance(settings: Settings) -> None:
+    """When the message cannot be committed, the sender is told to resend (AR), never AA."""
+    from bridge.store.db import make_engine, make_session_factory
+    from tests.conftest import free_port
+
+    dead = make_engine(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none",
+                       connect_args={"connect_timeout": 2})
+    ingest = make_ingest(settings, make_session_factory(dead))
+    outcome = ingest.handle_one(Inbound(hl7_fixture("orm_o01_nw.hl7")))
+    assert (outcome.status, outcome.ack_code) == ("unstored", "AR")
+    assert "MSA|AR|ORM0001" in outcome.replies[0]
+    assert "resend later" in outcome.replies[0]
+    enhanced = ingest.handle_one(Inbound(hl7_fixture("enhanced_orm_nw.hl7")))
+    assert enhanced.ack_code == "CE"
+    dead.dispose()
