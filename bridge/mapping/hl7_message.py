@@ -99,8 +99,6 @@ class HL7Message:
             if len(numbers) > 1 and value:
                 subs = value.split(enc.subcomponent)
                 value = subs[numbers[1] - 1] if numbers[1] <= len(subs) else ""
-        elif value and not numbers:
-            pass
         return self.unescape(value)
 
     def repetitions(self, segment: str, number: int, occurrence: int = 0) -> list[str]:

@@ -23,6 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from bridge.domain import Identifier, OrderAction, OrderCommand, PatientCommand, PatientData
 from bridge.mapping import order_rules as rules
+from bridge.mapping.patient_rules import demographic_changes
 from bridge.services.orders import OrderPolicy, check_creatable, new_order_values
 from bridge.services.patients import lookup_identifier
 from bridge.store.fast_insert import FastInsert
@@ -248,12 +249,12 @@ class BatchApplier:
             self._claim(state, primary, 0)
             self._patients.append(state)
         else:
-            if data.name is not None and data.name != state.name:
-                state.name, state.dirty = data.name, True
-            if data.birth_date is not None and (data.birth_date or None) != state.birth_date:
-                state.birth_date, state.dirty = data.birth_date or None, True
-            if data.sex is not None and (data.sex or None) != state.sex:
-                state.sex, state.dirty = data.sex or None, True
+            changes = demographic_changes(state.name, state.birth_date, state.sex, data)
+            if changes:
+                state.name = changes.get("name", state.name) or ""
+                state.birth_date = changes.get("birth_date", state.birth_date)
+                state.sex = changes.get("sex", state.sex)
+                state.dirty = True
             if state.dirty and state not in self._patients:
                 self._patients.append(state)
         position = max(len(state.identifiers), 1)

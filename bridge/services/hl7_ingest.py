@@ -247,7 +247,8 @@ class HL7Ingest:
             assert p.command is not None
             if not isolated:
                 try:
-                    return self._answer(p, None), self.apply_command(session, p.command)
+                    accession = self.apply_command(session, p.command)
+                    return self._answer(p, None), accession
                 except SQLAlchemyError:
                     raise
                 except Exception as exc:

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from bridge.domain import Identifier, PatientData
 from bridge.errors import Conflict, MappingFailed, NotFound
+from bridge.mapping.patient_rules import demographic_changes
 from bridge.store.models import Order, Patient, PatientIdentifier, table_of, utcnow
 
 MAX_MERGE_DEPTH = 32
@@ -136,13 +137,10 @@ def _add_identifiers(conn: Connection, patient_id: int, identifiers: list[Identi
 
 
 def _update(conn: Connection, found: _Found, data: PatientData) -> None:
-    changes: dict[str, object] = {}
-    if data.name is not None and data.name != found.name:
-        changes.update(name=data.name, name_search=data.name.casefold())
-    if data.birth_date is not None and (data.birth_date or None) != found.birth_date:
-        changes["birth_date"] = data.birth_date or None
-    if data.sex is not None and (data.sex or None) != found.sex:
-        changes["sex"] = data.sex or None
+    changes: dict[str, object] = dict(
+        demographic_changes(found.name, found.birth_date, found.sex, data))
+    if "name" in changes:
+        changes["name_search"] = data.name.casefold() if data.name else ""
     if changes:
         conn.execute(update(P).where(P.c.id == found.id).values(updated_at=utcnow(), **changes))
     new = [i for i in data.identifiers[1:] if (i.value, i.issuer) not in found.identifiers]

@@ -46,7 +46,9 @@ class FastInsert:
                    f"({', '.join(quote.quote(name) for name in self._columns)}) "
                    f"VALUES ({', '.join(placeholders)})")
             processors = tuple(
-                self._table.c[name].type._cached_bind_processor(dialect)
+                # The dialect's own type (PostgreSQL's JSON, SQLite's DATETIME), as
+                # SQLAlchemy itself resolves it before binding.
+                self._table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
                 for name in self._columns
             )
             found = _Compiled(sql, processors, positional)

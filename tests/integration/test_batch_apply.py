@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from sqlalchemy import Engine, select
@@ -101,11 +102,11 @@ def test_bulk_equals_one_by_one(settings: Settings, engine: Engine, database_url
         from sqlalchemy import create_engine, text
 
         base, _, _ = database_url.partition("?")
+        schema = f"one_by_one_{uuid.uuid4().hex[:8]}"  # concurrent runs must not collide
         admin = create_engine(base)
         with admin.begin() as conn:
-            conn.execute(text('DROP SCHEMA IF EXISTS "one_by_one" CASCADE'))
-            conn.execute(text('CREATE SCHEMA "one_by_one"'))
-        other = fresh(f"{base}?options=-csearch_path%3Done_by_one")
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        other = fresh(f"{base}?options=-csearch_path%3D{schema}")
     try:
         single = make_ingest(settings, make_session_factory(other), bulk=False)
         codes_single = [single.handle_one(Inbound(m)).ack_code for m in messages]
@@ -115,7 +116,7 @@ def test_bulk_equals_one_by_one(settings: Settings, engine: Engine, database_url
         other.dispose()
         if not database_url.startswith("sqlite"):
             with admin.begin() as conn:
-                conn.execute(text('DROP SCHEMA "one_by_one" CASCADE'))
+                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
             admin.dispose()
 
 
