@@ -38,6 +38,20 @@ class DicomPeer(BaseModel):
     charset: str | None = None
     #: Names sent to this peer are transliterated to Latin (worklist responses).
     latin_only: bool = False
+    #: What the peer does with the bridge: ``scu`` sends and queries (a modality), ``scp``
+    #: receives (a C-MOVE destination, a forwarding target), ``both``.
+    role: Literal["scu", "scp", "both"] = "both"
+
+
+class ForwardRule(BaseModel):
+    """Forward reconciled, stable studies to ``destination`` (a known peer with a port).
+    ``modality`` and ``calling_ae`` narrow the rule; neither set means every study."""
+
+    model_config = ConfigDict(frozen=True)
+
+    destination: str = Field(min_length=1, max_length=16)
+    modality: str | None = None
+    calling_ae: str | None = None
 
 
 class Settings(BaseSettings):
@@ -75,6 +89,26 @@ class Settings(BaseSettings):
     mwl_character_set: str = "ISO_IR 192"
     mwl_translit_language: Literal["uk", "ru"] = "uk"
     dicom_max_associations: int = Field(default=16, ge=1, le=256)
+
+    # Image intake, archive and reconciliation
+    #: Where received files are kept (default: ``<data_dir>/archive``).
+    archive_dir: Path | None = None
+    store_duplicate_policy: Literal["ignore", "replace", "reject"] = "ignore"
+    #: A study no order matches: kept in the reconciliation queue, or refused.
+    reconcile_unmatched: Literal["queue", "reject"] = "queue"
+    #: An object claiming another patient than the rest of its study: refused, or queued.
+    reconcile_patient_conflict: Literal["reject", "queue"] = "reject"
+    #: Days either side of the study date within which a PatientID+modality match counts.
+    reconcile_date_window_days: int = Field(default=1, ge=0, le=30)
+    study_stable_seconds: float = Field(default=60.0, gt=0)
+    #: How often the stability and job workers look for work.
+    worker_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+
+    # Forwarding to other archives
+    forward_rules: tuple[ForwardRule, ...] = ()
+    forward_max_attempts: int = Field(default=10, ge=1, le=1000)
+    forward_retry_base_seconds: float = Field(default=5.0, gt=0)
+    forward_retry_max_seconds: float = Field(default=600.0, gt=0)
 
     @field_validator("ae_title")
     @classmethod
@@ -121,6 +155,15 @@ class Settings(BaseSettings):
             object.__setattr__(
                 self, "database_url", f"sqlite:///{(self.data_dir / 'bridge.db').as_posix()}"
             )
+        if self.archive_dir is None:
+            object.__setattr__(self, "archive_dir", self.data_dir / "archive")
+        known = {p.ae_title for p in self.dicom_peers if p.port and p.role != "scu"}
+        for rule in self.forward_rules:
+            if rule.destination not in known:
+                raise ValueError(
+                    f"forward_rules: destination {rule.destination!r} is not a DICOM peer "
+                    "with a host, a port and role scp or both"
+                )
         if not _is_loopback(self.bind) and not self.dicom_peers:
             raise ValueError(
                 "bind: listening on a non-loopback address needs a DICOM peer allow-list; "
@@ -141,6 +184,12 @@ class Settings(BaseSettings):
         if _toml_file is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=_toml_file))
         return tuple(sources)
+
+    @property
+    def archive_root(self) -> Path:
+        """``archive_dir``, always set after validation."""
+        assert self.archive_dir is not None
+        return self.archive_dir
 
     def peer(self, ae_title: str) -> DicomPeer | None:
         for peer in self.dicom_peers:
