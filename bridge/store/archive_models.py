@@ -29,6 +29,8 @@ from bridge.store.models import Base, utcnow
 RECEIVING, STABLE = "receiving", "stable"
 #: Study.reconciliation values: matched automatically, assigned by an operator, or waiting.
 MATCHED, ASSIGNED, QUEUED = "matched", "assigned", "queued"
+#: Objects of the study name two different patients: only an operator can decide.
+CONFLICT = "conflict"
 
 
 class Study(Base):
@@ -68,7 +70,7 @@ class Study(Base):
     state: Mapped[str] = mapped_column(String(16), default=RECEIVING)
     reconciliation: Mapped[str] = mapped_column(String(16), default=QUEUED)
     #: How the order was found: accession, study_uid, patient, operator.
-    match_key: Mapped[str | None] = mapped_column(String(16))
+    match_key: Mapped[str | None] = mapped_column(String(32))
     #: Why the study waits in the queue (human-readable, no PHI).
     queue_reason: Mapped[str | None] = mapped_column(Text)
     last_received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

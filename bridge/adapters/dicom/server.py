@@ -81,7 +81,11 @@ def start_dicom_server(
     handlers.extend(policy_handlers(settings))
     for service in built:
         for sop_class in service.sop_classes:
-            ae.add_supported_context(sop_class)
+            if service.role_selection:
+                ae.add_supported_context(sop_class, _syntaxes(service),
+                                         scu_role=True, scp_role=True)
+            else:
+                ae.add_supported_context(sop_class, _syntaxes(service))
         handlers.extend(service.handlers)
     # Port 0 is bound by the OS to a free port, read back from the socket: no race with
     # another process as there would be when picking a free port first.
@@ -96,3 +100,7 @@ def start_dicom_server(
         extra={"calling_ae": None, "accession": None},
     )
     return dicom
+
+
+def _syntaxes(service: DicomService) -> list[str] | None:
+    return None if service.transfer_syntaxes is None else list(service.transfer_syntaxes)

@@ -23,6 +23,11 @@ class DicomService:
     sop_classes: tuple[str, ...]
     #: pynetdicom's ``(event, handler)`` or ``(event, handler, [bound arguments])``.
     handlers: tuple[EventHandlerType, ...] = field(default=())
+    #: Transfer syntaxes accepted for ``sop_classes`` (None: pynetdicom's defaults).
+    transfer_syntaxes: tuple[str, ...] | None = None
+    #: SCP/SCU role selection (PS3.7 D.3.3.4): storage classes that C-GET sends back over
+    #: the requestor's own association are accepted with the SCU role as well.
+    role_selection: bool = False
 
 
 #: Builds a service from the application's dependencies.

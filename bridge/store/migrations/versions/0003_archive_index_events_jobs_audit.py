@@ -71,7 +71,7 @@ def upgrade() -> None:
     sa.Column('size_bytes', sa.BigInteger(), nullable=False),
     sa.Column('state', sa.String(length=16), nullable=False),
     sa.Column('reconciliation', sa.String(length=16), nullable=False),
-    sa.Column('match_key', sa.String(length=16), nullable=True),
+    sa.Column('match_key', sa.String(length=32), nullable=True),
     sa.Column('queue_reason', sa.Text(), nullable=True),
     sa.Column('last_received_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('stable_at', sa.DateTime(timezone=True), nullable=True),

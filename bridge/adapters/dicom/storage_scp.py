@@ -1,0 +1,65 @@
+"""The Storage SCP: every storage SOP class, every usual transfer syntax, kept as received.
+
+pynetdicom is told to receive data sets in chunks straight to a temporary file
+(``STORE_RECV_CHUNKED_DATASET``), so a 1 GB object never sits in memory and the pixel data is
+never decoded; the handler gives that file to :class:`~bridge.services.archive_store.ArchiveStore`,
+which answers only once the file and its index rows are committed. Any failure becomes a
+DIMSE failure status with an Error Comment (no patient data in it).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+
+from pydicom.dataset import Dataset
+from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
+from pynetdicom.events import Event
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from bridge.adapters.dicom.dimse_status import failure
+from bridge.adapters.dicom.service import DicomService
+from bridge.config import Settings
+from bridge.errors import BridgeError, Transient
+from bridge.services.archive_store import ArchiveStore, Arrival
+
+logger = logging.getLogger("bridge.dicom")
+
+SUCCESS = 0x0000
+#: Every storage SOP class pynetdicom knows (PS3.4 Annex B), as SCP.
+STORAGE_SOP_CLASSES = tuple(str(cx.abstract_syntax) for cx in AllStoragePresentationContexts)
+
+
+def storage_service(settings: Settings, session_factory: sessionmaker[Session]) -> DicomService:
+    # Process-wide in pynetdicom; the bridge never needs received data sets in memory.
+    _config.STORE_RECV_CHUNKED_DATASET = True
+    store = ArchiveStore(settings, session_factory)
+    return DicomService(
+        name="storage",
+        sop_classes=STORAGE_SOP_CLASSES,
+        transfer_syntaxes=tuple(str(ts) for ts in ALL_TRANSFER_SYNTAXES),
+        handlers=((evt.EVT_C_STORE, handle_store, [store]),),
+    )
+
+
+def handle_store(event: Event, store: ArchiveStore) -> int | Dataset:
+    calling_ae = str(event.assoc.requestor.ae_title).strip()
+    extra = {"calling_ae": calling_ae, "accession": None}
+    try:
+        stored = store.accept(Arrival(event.dataset_path, calling_ae=calling_ae))
+    except BridgeError as exc:
+        logger.warning("C-STORE refused: %s", exc.message, extra=extra)
+        return failure(exc)
+    except OperationalError:
+        logger.exception("C-STORE failed: database unavailable", extra=extra)
+        return failure(Transient("archive database unavailable"))
+    except OSError as exc:
+        logger.exception("C-STORE failed: storage error", extra=extra)
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        return failure(Transient("archive storage full" if full else "archive storage error"))
+    except Exception as exc:  # never let a bad object take the association down
+        logger.exception("C-STORE failed", extra=extra)
+        return failure(exc, default_comment="internal error")
+    logger.info("C-STORE %s: %s", stored.outcome, stored.reconciliation, extra=extra)
+    return SUCCESS

@@ -1,0 +1,319 @@
+"""Taking in one received object: check it, reconcile its study, keep the file, index it.
+
+Order of work, so that nothing is ever half-kept: the file is parsed (a bad one is refused
+before anything is written), placed at its archive path and fsync'ed, then the index rows are
+committed in one transaction; only then does the caller answer success. If the transaction
+fails, the placed file is removed. A crash between the two leaves at worst a file without a
+row, never a row without a file.
+
+The file stays exactly as received. The MIS values (reconciliation) are recorded as links
+from the study to the patient and the order, applied when objects leave the bridge.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlalchemy import Connection, Row, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from bridge.config import Settings
+from bridge.errors import Conflict, Rejected
+from bridge.mapping.dicom_index import IndexValues, read_index_values
+from bridge.mapping.dicom_text import apply_codec, undeclared_codec
+from bridge.mapping.reconcile_policy import ReconcilePolicy, load_reconcile_policy
+from bridge.services.received_file import (
+    place_file,
+    read_received,
+    remove_file,
+    sha256_of,
+)
+from bridge.services.reconciliation import Match, NoMatch, find_order
+from bridge.store.archive_models import (
+    CONFLICT,
+    MATCHED,
+    QUEUED,
+    RECEIVING,
+    STABLE,
+    Instance,
+    Series,
+    Study,
+    StudyEvent,
+)
+from bridge.store.models import table_of, utcnow
+
+logger = logging.getLogger("bridge.archive")
+
+S = table_of(Study)
+SE = table_of(Series)
+I = table_of(Instance)  # noqa: E741
+E = table_of(StudyEvent)
+
+_ATTEMPTS = 3
+
+
+class DuplicateInstance(Conflict):
+    """The SOP Instance UID is stored already and the policy is ``reject``."""
+
+    dimse_status = 0x0111  # Duplicate SOP Instance
+
+
+class PatientConflict(Conflict):
+    """The object names another patient than the rest of its study."""
+
+
+class UnmatchedStudy(Rejected):
+    """No order matches and the policy is ``reject``."""
+
+    dimse_status = 0x0110  # Processing failure: the data set itself is fine
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    path: Path
+    calling_ae: str = ""
+    #: dimse, stow, import: where the object came from (for the logs).
+    source: str = "dimse"
+    #: The file is a temporary one the store may move into the archive (else it is copied).
+    disposable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    study_id: int
+    instance_id: int
+    sop_instance_uid: str
+    outcome: Literal["stored", "duplicate", "replaced"]
+    #: matched, assigned, queued, conflict
+    reconciliation: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Placed:
+    relative: str
+    size: int
+    sha256: str
+
+
+class ArchiveStore:
+    def __init__(self, settings: Settings, session_factory: sessionmaker[Session],
+                 policy: ReconcilePolicy | None = None) -> None:
+        self.settings = settings
+        self.sessions = session_factory
+        self.root = settings.archive_root
+        self.policy = policy or load_reconcile_policy(settings.mappings_dir)
+
+    def accept(self, arrival: Arrival) -> Stored:
+        header, transfer_syntax = read_received(arrival.path)
+        peer = self.settings.peer(arrival.calling_ae)
+        codec = undeclared_codec(header, peer.charset if peer else None)
+        apply_codec(header, codec)
+        values = read_index_values(header, transfer_syntax_uid=transfer_syntax)
+        existing = self._existing(values.sop_instance_uid)
+        policy = self.settings.store_duplicate_policy
+        if existing is not None and policy != "replace":
+            if policy == "reject":
+                raise DuplicateInstance("SOP Instance UID already stored",
+                                        location="SOPInstanceUID")
+            return existing
+        placed = self._place(arrival, values)
+        try:
+            stored, replaced_path = self._index_with_retry(values, placed, codec,
+                                                           arrival.calling_ae)
+        except BaseException:
+            remove_file(self.root / placed.relative)
+            raise
+        if stored.outcome == "duplicate":  # lost a race with the same object
+            remove_file(self.root / placed.relative)
+        if replaced_path is not None:  # committed: the replaced file may go
+            remove_file(self.root / replaced_path)
+        logger.debug("stored %s from %s (%s)", values.sop_instance_uid, arrival.calling_ae,
+                     stored.reconciliation)
+        return stored
+
+    def accept_bytes(self, data: bytes, *, calling_ae: str = "", source: str = "stow") -> Stored:
+        """For callers holding the object in memory (STOW-RS): written to a temporary file
+        inside the archive (same file system, so it is renamed, not copied)."""
+        incoming = self.root / ".incoming"
+        incoming.mkdir(parents=True, exist_ok=True)
+        path = incoming / f"{secrets.token_hex(8)}.dcm"
+        path.write_bytes(data)
+        try:
+            return self.accept(Arrival(path, calling_ae=calling_ae, source=source))
+        finally:
+            remove_file(path)
+
+    # -- the file ---------------------------------------------------------------------------
+
+    def _place(self, arrival: Arrival, values: IndexValues) -> _Placed:
+        relative = "/".join((
+            values.study_instance_uid[-2:].rjust(2, "0"), values.study_instance_uid,
+            values.series_instance_uid,
+            f"{values.sop_instance_uid}.{secrets.token_hex(3)}.dcm"))
+        target = self.root / relative
+        size = arrival.path.stat().st_size
+        digest = sha256_of(arrival.path)
+        place_file(arrival.path, target, move=arrival.disposable)
+        return _Placed(relative, size, digest)
+
+    # -- the index ---------------------------------------------------------------------------
+
+    def _existing(self, sop_instance_uid: str) -> Stored | None:
+        with self.sessions() as session:
+            row = session.connection().execute(
+                select(I.c.id, I.c.study_id, S.c.reconciliation).join(S, S.c.id == I.c.study_id)
+                .where(I.c.sop_instance_uid == sop_instance_uid)).first()
+        if row is None:
+            return None
+        return Stored(row.study_id, row.id, sop_instance_uid, "duplicate", row.reconciliation)
+
+    def _index_with_retry(self, values: IndexValues, placed: _Placed, codec: str | None,
+                          calling_ae: str) -> tuple[Stored, str | None]:
+        # Two associations creating the same study or series at once: one insert loses on
+        # the unique key and its transaction is simply run again (the row now exists).
+        for attempt in range(_ATTEMPTS):
+            try:
+                with self.sessions.begin() as session:
+                    return self._index(session.connection(), values, placed, codec, calling_ae)
+            except IntegrityError:
+                if attempt == _ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _index(self, conn: Connection, values: IndexValues, placed: _Placed,
+               codec: str | None, calling_ae: str) -> tuple[Stored, str | None]:
+        """The index rows for one object; also the path of a file it replaced."""
+        now = utcnow()
+        study = conn.execute(
+            select(S.c.id, S.c.state, S.c.reconciliation, S.c.source_patient_id,
+                   S.c.source_issuer, S.c.modalities)
+            .where(S.c.study_instance_uid == values.study_instance_uid)).first()
+        if study is None:
+            study_id, reconciliation, modalities, state = self._new_study(conn, values, now)
+        else:
+            study_id, reconciliation, modalities, state = (
+                study.id, study.reconciliation, study.modalities, study.state)
+            if _other_patient(values, study.source_patient_id, study.source_issuer):
+                reconciliation = self._patient_conflict(conn, study_id)
+        series_id, new_series = self._series(conn, study_id, values)
+        old = conn.execute(select(I.c.id, I.c.path, I.c.size, I.c.study_id).where(
+            I.c.sop_instance_uid == values.sop_instance_uid)).first()
+        file_values = {"path": placed.relative, "size": placed.size, "sha256": placed.sha256,
+                       "transfer_syntax_uid": values.transfer_syntax_uid,
+                       "source_charset": codec, "calling_ae": calling_ae[:16],
+                       "received_at": now}
+        replaced_path: str | None = None
+        outcome: Literal["stored", "duplicate", "replaced"]
+        if old is not None:
+            outcome = self._replace(conn, old, values, file_values)
+            instance_id, counted = int(old.id), 0
+            if outcome == "replaced":
+                replaced_path = str(old.path)
+        else:
+            instance_id = conn.execute(I.insert().values(
+                series_id=series_id, study_id=study_id,
+                sop_instance_uid=values.sop_instance_uid, sop_class_uid=values.sop_class_uid,
+                instance_number=values.instance_number, **file_values)).inserted_primary_key[0]  # type: ignore[index]
+            outcome, counted = "stored", 1
+            conn.execute(update(SE).where(SE.c.id == series_id)
+                         .values(num_instances=SE.c.num_instances + 1))
+        study_update: dict[str, object] = {
+            "num_instances": S.c.num_instances + counted,
+            "size_bytes": S.c.size_bytes + placed.size - (old.size if old is not None else 0),
+            "last_received_at": now, "updated_at": now,
+        }
+        if new_series:
+            study_update["num_series"] = S.c.num_series + 1
+            if values.modality and values.modality not in modalities.split("\\"):
+                study_update["modalities"] = "\\".join(
+                    m for m in (*modalities.split("\\"), values.modality) if m)[:64]
+        if state == STABLE:  # a late object re-opens the study
+            study_update.update(state=RECEIVING, stable_at=None)
+            conn.execute(E.insert().values(study_id=study_id, kind="reopened", details={},
+                                           created_at=now))
+        conn.execute(update(S).where(S.c.id == study_id).values(**study_update))
+        stored = Stored(study_id, instance_id, values.sop_instance_uid, outcome, reconciliation)
+        return stored, replaced_path
+
+    def _new_study(self, conn: Connection, values: IndexValues, now: datetime
+                   ) -> tuple[int, str, str, str]:
+        found = find_order(conn, values, self.policy,
+                           window_days=self.settings.reconcile_date_window_days)
+        if isinstance(found, NoMatch) and self.settings.reconcile_unmatched == "reject":
+            raise UnmatchedStudy(f"no MIS order matches the study: {found.reason}",
+                                 location="AccessionNumber")
+        match = found if isinstance(found, Match) else None
+        study_id = conn.execute(S.insert().values(
+            study_instance_uid=values.study_instance_uid,
+            patient_id=match.patient_id if match else None,
+            order_id=match.order_id if match else None,
+            source_patient_id=values.patient_id, source_issuer=values.issuer,
+            source_patient_name=values.patient_name,
+            source_name_search=values.patient_name.casefold(),
+            source_birth_date=values.birth_date, source_sex=values.sex,
+            accession=values.accession, study_date=values.study_date,
+            study_time=values.study_time, study_id=values.study_id,
+            description=values.study_description,
+            referring_physician=values.referring_physician,
+            modalities="", num_series=0, num_instances=0, size_bytes=0, state=RECEIVING,
+            reconciliation=MATCHED if match else QUEUED,
+            match_key=match.key if match else None,
+            queue_reason=None if match else (found.reason if isinstance(found, NoMatch)
+                                             else None),
+            last_received_at=now, created_at=now, updated_at=now,
+        )).inserted_primary_key[0]  # type: ignore[index]
+        return int(study_id), MATCHED if match else QUEUED, "", RECEIVING
+
+    def _patient_conflict(self, conn: Connection, study_id: int) -> str:
+        if self.settings.reconcile_patient_conflict == "reject":
+            raise PatientConflict(
+                "the study holds objects of another patient; object refused",
+                location="PatientID")
+        conn.execute(update(S).where(S.c.id == study_id).values(
+            reconciliation=CONFLICT, queue_reason="objects of the study name two different "
+            "patients", updated_at=utcnow()))
+        conn.execute(E.insert().values(study_id=study_id, kind="patient_conflict", details={},
+                                       created_at=utcnow()))
+        return CONFLICT
+
+    def _series(self, conn: Connection, study_id: int, values: IndexValues) -> tuple[int, bool]:
+        row = conn.execute(select(SE.c.id, SE.c.study_id).where(
+            SE.c.series_instance_uid == values.series_instance_uid)).first()
+        if row is not None:
+            if row.study_id != study_id:
+                raise Conflict("the series belongs to another study",
+                               location="SeriesInstanceUID")
+            return int(row.id), False
+        series_id = conn.execute(SE.insert().values(
+            study_id=study_id, series_instance_uid=values.series_instance_uid,
+            modality=values.modality, series_number=values.series_number,
+            description=values.series_description, body_part=values.body_part,
+            num_instances=0, created_at=utcnow())).inserted_primary_key[0]  # type: ignore[index]
+        return int(series_id), True
+
+    def _replace(self, conn: Connection, old: Row[Any, Any, Any, Any], values: IndexValues,
+                 file_values: dict[str, object]) -> Literal["duplicate", "replaced"]:
+        if self.settings.store_duplicate_policy != "replace":
+            return "duplicate"  # the same object stored concurrently: keep the first
+        if old.study_id != conn.execute(select(S.c.id).where(
+                S.c.study_instance_uid == values.study_instance_uid)).scalar_one():
+            raise Conflict("the SOP instance is stored in another study",
+                           location="SOPInstanceUID")
+        conn.execute(update(I).where(I.c.id == old.id).values(
+            sop_class_uid=values.sop_class_uid, instance_number=values.instance_number,
+            **file_values))
+        return "replaced"
+
+
+def _other_patient(values: IndexValues, source_id: str, source_issuer: str) -> bool:
+    if not values.patient_id or not source_id:
+        return False
+    if values.patient_id != source_id:
+        return True
+    return bool(values.issuer and source_issuer and values.issuer != source_issuer)
