@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
@@ -60,7 +61,15 @@ def _raw_text_bytes(header: Dataset) -> bytes:
     parts: list[bytes] = []
     for tag in header.keys():  # noqa: SIM118 (iterating the Dataset converts the elements)
         element = header.get_item(tag)
-        if element is None or element.VR not in TEXT_VRS:
+        if element is None:
+            continue
+        vr = element.VR
+        if vr is None:  # implicit VR files carry no VR: the dictionary's
+            try:
+                vr = dictionary_VR(tag)
+            except KeyError:
+                continue
+        if vr not in TEXT_VRS:
             continue
         value = element.value
         if isinstance(value, bytes):

@@ -7,7 +7,7 @@ signature says what it needs and which role may call it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Protocol
 
@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.config import Settings
 from bridge.services.orders import OrderPolicy
+from bridge.services.study_stability import StudyHook
 from bridge.services.tokens import authenticate, role_allows
 from bridge.store.models import ApiToken
 
@@ -46,6 +47,8 @@ class AppContext:
     session_factory: sessionmaker[Session]
     order_policy: OrderPolicy
     reprocess: Reprocess | None
+    #: Run when an operator reconciles a stable study (forwarding, publishing).
+    study_hooks: Sequence[StudyHook] = ()
 
 
 def get_context(request: Request) -> AppContext:
