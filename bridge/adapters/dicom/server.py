@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pynetdicom import AE, evt
 from pynetdicom.events import Event, EventHandlerType
@@ -79,6 +81,7 @@ def start_dicom_server(
     ae.maximum_associations = settings.dicom_max_associations
     handlers: list[EventHandlerType] = [(evt.EVT_CONN_OPEN, _no_delay)]
     handlers.extend(policy_handlers(settings))
+    handlers.extend(_bind_handlers(built))
     for service in built:
         for sop_class in service.sop_classes:
             if service.role_selection:
@@ -86,7 +89,6 @@ def start_dicom_server(
                                          scu_role=True, scp_role=True)
             else:
                 ae.add_supported_context(sop_class, _syntaxes(service))
-        handlers.extend(service.handlers)
     # Port 0 is bound by the OS to a free port, read back from the socket: no race with
     # another process as there would be when picking a free port first.
     server = ae.start_server(
@@ -100,6 +102,36 @@ def start_dicom_server(
         extra={"calling_ae": None, "accession": None},
     )
     return dicom
+
+
+def _bind_handlers(services: Sequence[DicomService]) -> list[EventHandlerType]:
+    """pynetdicom binds one handler per intervention event (C-FIND, C-STORE, ...), the last
+    one winning; when two services handle the same event (worklist and query/retrieve both
+    answer C-FIND), a dispatcher picks the handler by the request's SOP class."""
+    routes: dict[Any, list[tuple[DicomService, EventHandlerType]]] = defaultdict(list)
+    bound: list[EventHandlerType] = []
+    for service in services:
+        for handler in service.handlers:
+            if handler[0] in evt._INTERVENTION_EVENTS:
+                routes[handler[0]].append((service, handler))
+            else:
+                bound.append(handler)
+    for event, pairs in routes.items():
+        if len(pairs) == 1:
+            bound.append(pairs[0][1])
+            continue
+        table = {sop_class: handler for service, handler in pairs
+                 for sop_class in service.sop_classes}
+        bound.append((event, _dispatch, [table]))
+    return bound
+
+
+def _dispatch(event: Event, table: dict[str, EventHandlerType], *extra: Any) -> Any:
+    handler = table.get(str(event.context.abstract_syntax))
+    if handler is None:  # not negotiated for this event: the context was accepted elsewhere
+        raise LookupError(f"no handler for {event.context.abstract_syntax}")
+    arguments = handler[2] if len(handler) > 2 else []
+    return handler[1](event, *arguments)
 
 
 def _syntaxes(service: DicomService) -> list[str] | None:
