@@ -148,3 +148,18 @@ def test_queue_lists_assigns_and_rejects_with_audit(
     on_disk = sorted(str(p.relative_to(settings.archive_root))
                      for p in settings.archive_root.rglob("*.dcm"))
     assert on_disk == sorted(kept) and len(kept) == 2
+
+
+def test_peers_are_listed(settings: Settings, session_factory: sessionmaker[Session]) -> None:
+    from bridge.config import DicomPeer
+
+    configured = settings.model_copy(update={"dicom_strict_peers": True, "dicom_peers": (
+        DicomPeer(ae_title="CT1", host="127.0.0.1", port=104, role="scu",
+                  charset="windows-1251"),)})
+    with serve(create_app(configured, session_factory)) as url:
+        api = Api(url, _make_tokens(session_factory), session_factory)
+        with api.client("viewer") as client:
+            body = client.get("/api/peers").json()
+    assert body == {"strict": True, "peers": [{
+        "ae_title": "CT1", "host": "127.0.0.1", "port": 104, "role": "scu",
+        "charset": "windows-1251", "latin_only": False}]}
