@@ -9,6 +9,7 @@ anything unexpected answers 500 without detail (see :mod:`.middleware`).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -18,13 +19,22 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.status import HTTP_422_UNPROCESSABLE_CONTENT
 
-from bridge.adapters.http import routes_health, routes_messages, routes_metrics, routes_worklist
+from bridge.adapters.http import (
+    routes_health,
+    routes_jobs,
+    routes_messages,
+    routes_metrics,
+    routes_peers,
+    routes_reconciliation,
+    routes_worklist,
+)
 from bridge.adapters.http.deps import AppContext, Reprocess
 from bridge.adapters.http.metrics import HttpMetrics
 from bridge.adapters.http.middleware import MetricsMiddleware, UnexpectedErrorMiddleware
 from bridge.config import Settings
 from bridge.errors import ANSWERS, BridgeError, answer_for
 from bridge.services.orders import OrderPolicy
+from bridge.services.study_stability import StudyHook
 
 #: At most this many field errors are spelled out in a 422's ``detail``.
 _MAX_LISTED_ERRORS = 5
@@ -36,6 +46,7 @@ def create_app(
     *,
     reprocess: Reprocess | None = None,
     metrics_registry: CollectorRegistry | None = None,
+    study_hooks: Sequence[StudyHook] = (),
 ) -> FastAPI:
     """The admin/integration API. ``reprocess`` re-runs a logged HL7 message (503 without it);
     ``metrics_registry`` is shared with other parts of the bridge (a new one when omitted)."""
@@ -54,8 +65,10 @@ def create_app(
         session_factory=session_factory,
         order_policy=OrderPolicy.from_settings(settings),
         reprocess=reprocess,
+        study_hooks=tuple(study_hooks),
     )
-    for module in (routes_health, routes_messages, routes_worklist, routes_metrics):
+    for module in (routes_health, routes_messages, routes_worklist, routes_metrics,
+                   routes_reconciliation, routes_jobs, routes_peers):
         app.include_router(module.router)
     app.add_exception_handler(BridgeError, _bridge_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
