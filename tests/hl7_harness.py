@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.adapters.mllp import MLLPServer
+from bridge.app import Bridge
 from bridge.config import Settings
 from bridge.mapping.tables import load_hl7_tables
 from bridge.services.batching import LoopBatcher
@@ -53,3 +54,21 @@ def running_mllp(settings: Settings, sessions: sessionmaker[Session],
         asyncio.run_coroutine_threadsafe(writer.stop(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
+
+
+@contextmanager
+def running_bridge(settings: Settings) -> Iterator[Bridge]:
+    """The whole bridge (``bridge.app.Bridge``: MLLP, DICOM, HTTP, scheduler, job worker)
+    on an event loop in a background thread; its ports are on the returned object."""
+    bridge = Bridge(settings)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        asyncio.run_coroutine_threadsafe(bridge.start(), loop).result(60)
+        yield bridge
+    finally:
+        asyncio.run_coroutine_threadsafe(bridge.stop(), loop).result(60)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()

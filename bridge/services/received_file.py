@@ -41,7 +41,7 @@ def read_received(path: Path) -> tuple[Dataset, str]:
         dataset = dcmread(path, defer_size=_DEFER_BYTES)
         transfer_syntax = str(dataset.file_meta.TransferSyntaxUID)
         for tag in list(dataset.keys()):
-            element = dataset.get_item(tag)
+            element = dataset.get_item(tag, keep_deferred=True)
             # Every value must lie inside the file: pydicom reads a short value without
             # complaint, and skips a deferred one, so a truncated object would otherwise
             # be found only when someone retrieves it.

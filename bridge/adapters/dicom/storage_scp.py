@@ -40,6 +40,9 @@ def storage_service(settings: Settings, session_factory: sessionmaker[Session]) 
         sop_classes=STORAGE_SOP_CLASSES,
         transfer_syntaxes=tuple(str(ts) for ts in ALL_TRANSFER_SYNTAXES),
         handlers=((evt.EVT_C_STORE, handle_store, [store]),),
+        # C-GET sends stored objects back over the requestor's own association: the
+        # storage classes are offered with the SCU role too (SCP/SCU role selection).
+        role_selection=True,
     )
 
 
