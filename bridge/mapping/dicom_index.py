@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pydicom.charset import convert_encodings, decode_bytes, default_encoding
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.valuerep import PN_DELIMS, TEXT_VR_DELIMS
 
 from bridge.errors import Rejected
 
@@ -40,17 +42,20 @@ class IndexValues:
     body_part: str
 
 
-def read_index_values(header: Dataset, *, transfer_syntax_uid: str) -> IndexValues:
+def read_index_values(header: Dataset, *, transfer_syntax_uid: str,
+                      codec: str | None = None) -> IndexValues:
     """The index values of a header; the SOP Instance/Class UIDs fall back to the file meta
-    (filled from the C-STORE command) when the data set lacks them."""
+    (filled from the C-STORE command) when the data set lacks them. ``codec`` decodes
+    undeclared 8-bit text (:func:`bridge.mapping.dicom_text.undeclared_codec`)."""
+    read = _RawReader(header, codec)
     meta = getattr(header, "file_meta", None)
-    sop_instance = _text(header, "SOPInstanceUID") or _text(meta, "MediaStorageSOPInstanceUID")
-    sop_class = _text(header, "SOPClassUID") or _text(meta, "MediaStorageSOPClassUID")
+    sop_instance = read.text(_SOP_INSTANCE) or _meta_text(meta, "MediaStorageSOPInstanceUID")
+    sop_class = read.text(_SOP_CLASS) or _meta_text(meta, "MediaStorageSOPClassUID")
     values = {
         "SOPInstanceUID": sop_instance,
         "SOPClassUID": sop_class,
-        "StudyInstanceUID": _text(header, "StudyInstanceUID"),
-        "SeriesInstanceUID": _text(header, "SeriesInstanceUID"),
+        "StudyInstanceUID": read.text(0x0020000D),
+        "SeriesInstanceUID": read.text(0x0020000E),
     }
     for keyword, value in values.items():
         if not value:
@@ -63,38 +68,72 @@ def read_index_values(header: Dataset, *, transfer_syntax_uid: str) -> IndexValu
         study_instance_uid=values["StudyInstanceUID"],
         series_instance_uid=values["SeriesInstanceUID"],
         transfer_syntax_uid=transfer_syntax_uid,
-        instance_number=_int(header, "InstanceNumber"),
-        patient_id=_text(header, "PatientID")[:64],
-        issuer=_text(header, "IssuerOfPatientID")[:64],
-        patient_name=_text(header, "PatientName")[:320],
-        birth_date=_text(header, "PatientBirthDate")[:8],
-        sex=_text(header, "PatientSex")[:1],
-        accession=_text(header, "AccessionNumber")[:16],
-        study_date=_text(header, "StudyDate")[:8],
-        study_time=_text(header, "StudyTime")[:14],
-        study_id=_text(header, "StudyID")[:16],
-        study_description=_text(header, "StudyDescription")[:256],
-        referring_physician=_text(header, "ReferringPhysicianName")[:320],
-        modality=_text(header, "Modality")[:16],
-        series_number=_int(header, "SeriesNumber"),
-        series_description=_text(header, "SeriesDescription")[:256],
-        body_part=_text(header, "BodyPartExamined")[:16],
+        instance_number=_int(read.text(0x00200013)),
+        patient_id=read.text(0x00100020)[:64],
+        issuer=read.text(0x00100021)[:64],
+        patient_name=read.text(0x00100010)[:320],
+        birth_date=read.text(0x00100030)[:8],
+        sex=read.text(0x00100040)[:1],
+        accession=read.text(0x00080050)[:16],
+        study_date=read.text(0x00080020)[:8],
+        study_time=read.text(0x00080030)[:14],
+        study_id=read.text(0x00200010)[:16],
+        study_description=read.text(0x00081030)[:256],
+        referring_physician=read.text(0x00080090)[:320],
+        modality=read.text(0x00080060)[:16],
+        series_number=_int(read.text(0x00200011)),
+        series_description=read.text(0x0008103E)[:256],
+        body_part=read.text(0x00180015)[:16],
     )
 
 
-def _text(ds: Dataset | None, keyword: str) -> str:
-    if ds is None:
-        return ""
-    value = ds.get(keyword)
-    if value is None:
-        return ""
-    if isinstance(value, MultiValue):
-        value = "\\".join(str(v) for v in value)
-    return str(value).strip(" \x00")
+_SOP_CLASS, _SOP_INSTANCE = 0x00080016, 0x00080018
+_SPECIFIC_CHARACTER_SET = 0x00080005
 
 
-def _int(ds: Dataset, keyword: str) -> int | None:
-    text = _text(ds, keyword)
+class _RawReader:
+    """Values straight from pydicom's raw elements: converting every element through
+    pydicom's value classes costs more than the rest of indexing an object."""
+
+    def __init__(self, header: Dataset, codec: str | None) -> None:
+        self.header = header
+        declared = [term.strip() for term in self.text(_SPECIFIC_CHARACTER_SET).split("\\")]
+        if any(declared):
+            self.encodings = convert_encodings(declared if len(declared) > 1 else declared[0])
+        else:
+            self.encodings = [codec or default_encoding]
+
+    def text(self, tag: int) -> str:
+        element = self.header.get_item(tag, keep_deferred=True)
+        if element is None:
+            return ""
+        value = element.value
+        if value is None:
+            return ""
+        if isinstance(value, bytes):
+            if tag == _SPECIFIC_CHARACTER_SET:
+                value = value.decode("ascii", "replace")
+            elif element.VR == "PN" or tag in _PN_TAGS:
+                value = "=".join(decode_bytes(group, self.encodings, PN_DELIMS)
+                                 for group in value.split(b"="))
+            else:
+                value = decode_bytes(value, self.encodings, TEXT_VR_DELIMS)
+        elif isinstance(value, MultiValue):
+            value = "\\".join(str(v) for v in value)
+        return str(value).strip(" \x00")
+
+
+#: Person names read above (implicit VR files carry no VR to tell).
+_PN_TAGS = frozenset({0x00100010, 0x00080090})
+
+
+def _meta_text(meta: Dataset | None, keyword: str) -> str:
+    if meta is None:
+        return ""
+    return str(meta.get(keyword) or "").strip(" \x00")
+
+
+def _int(text: str) -> int | None:
     try:
         return int(text.split("\\")[0])
     except ValueError:

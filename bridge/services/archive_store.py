@@ -19,14 +19,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Row, select, update
+from sqlalchemy import Connection, Engine, Row, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.config import Settings
 from bridge.errors import Conflict, Rejected
 from bridge.mapping.dicom_index import IndexValues, read_index_values
-from bridge.mapping.dicom_text import apply_codec, undeclared_codec
+from bridge.mapping.dicom_text import undeclared_codec
 from bridge.mapping.reconcile_policy import ReconcilePolicy, load_reconcile_policy
 from bridge.services.received_file import (
     place_file,
@@ -56,6 +56,23 @@ I = table_of(Instance)  # noqa: E741
 E = table_of(StudyEvent)
 
 _ATTEMPTS = 3
+
+# The statements of the common case (a new object of a known series), built once: building
+# a statement costs more than running it on SQLite.
+_INSTANCE_BY_UID = select(I.c.id, I.c.path, I.c.size, I.c.study_id).where(
+    I.c.sop_instance_uid == bindparam("uid"))
+_STUDY_BY_UID = select(S.c.id, S.c.state, S.c.reconciliation, S.c.source_patient_id,
+                       S.c.source_issuer, S.c.modalities).where(
+    S.c.study_instance_uid == bindparam("uid"))
+_SERIES_BY_UID = select(SE.c.id, SE.c.study_id).where(
+    SE.c.series_instance_uid == bindparam("uid"))
+_INSERT_INSTANCE = I.insert()
+_COUNT_SERIES_INSTANCE = update(SE).where(SE.c.id == bindparam("series")).values(
+    num_instances=SE.c.num_instances + 1)
+_COUNT_STUDY_INSTANCE = update(S).where(S.c.id == bindparam("study")).values(
+    num_instances=S.c.num_instances + bindparam("counted"),
+    size_bytes=S.c.size_bytes + bindparam("delta"),
+    last_received_at=bindparam("now"), updated_at=bindparam("now"))
 
 
 class DuplicateInstance(Conflict):
@@ -106,6 +123,8 @@ class ArchiveStore:
                  policy: ReconcilePolicy | None = None) -> None:
         self.settings = settings
         self.sessions = session_factory
+        # The index transaction runs on a plain connection: no ORM session to set up.
+        self.engine: Engine = session_factory.kw["bind"]
         self.root = settings.archive_root
         self.policy = policy or load_reconcile_policy(settings.mappings_dir)
 
@@ -113,15 +132,9 @@ class ArchiveStore:
         header, transfer_syntax = read_received(arrival.path)
         peer = self.settings.peer(arrival.calling_ae)
         codec = undeclared_codec(header, peer.charset if peer else None)
-        apply_codec(header, codec)
-        values = read_index_values(header, transfer_syntax_uid=transfer_syntax)
-        existing = self._existing(values.sop_instance_uid)
-        policy = self.settings.store_duplicate_policy
-        if existing is not None and policy != "replace":
-            if policy == "reject":
-                raise DuplicateInstance("SOP Instance UID already stored",
-                                        location="SOPInstanceUID")
-            return existing
+        values = read_index_values(header, transfer_syntax_uid=transfer_syntax, codec=codec)
+        # Duplicates are rare: the file is placed first and dropped again when the index
+        # says the object is known, instead of asking the database twice for every object.
         placed = self._place(arrival, values)
         try:
             stored, replaced_path = self._index_with_retry(values, placed, codec,
@@ -129,7 +142,7 @@ class ArchiveStore:
         except BaseException:
             remove_file(self.root / placed.relative)
             raise
-        if stored.outcome == "duplicate":  # lost a race with the same object
+        if stored.outcome == "duplicate":
             remove_file(self.root / placed.relative)
         if replaced_path is not None:  # committed: the replaced file may go
             remove_file(self.root / replaced_path)
@@ -164,23 +177,14 @@ class ArchiveStore:
 
     # -- the index ---------------------------------------------------------------------------
 
-    def _existing(self, sop_instance_uid: str) -> Stored | None:
-        with self.sessions() as session:
-            row = session.connection().execute(
-                select(I.c.id, I.c.study_id, S.c.reconciliation).join(S, S.c.id == I.c.study_id)
-                .where(I.c.sop_instance_uid == sop_instance_uid)).first()
-        if row is None:
-            return None
-        return Stored(row.study_id, row.id, sop_instance_uid, "duplicate", row.reconciliation)
-
     def _index_with_retry(self, values: IndexValues, placed: _Placed, codec: str | None,
                           calling_ae: str) -> tuple[Stored, str | None]:
         # Two associations creating the same study or series at once: one insert loses on
         # the unique key and its transaction is simply run again (the row now exists).
         for attempt in range(_ATTEMPTS):
             try:
-                with self.sessions.begin() as session:
-                    return self._index(session.connection(), values, placed, codec, calling_ae)
+                with self.engine.begin() as conn:
+                    return self._index(conn, values, placed, codec, calling_ae)
             except IntegrityError:
                 if attempt == _ATTEMPTS - 1:
                     raise
@@ -190,10 +194,17 @@ class ArchiveStore:
                codec: str | None, calling_ae: str) -> tuple[Stored, str | None]:
         """The index rows for one object; also the path of a file it replaced."""
         now = utcnow()
-        study = conn.execute(
-            select(S.c.id, S.c.state, S.c.reconciliation, S.c.source_patient_id,
-                   S.c.source_issuer, S.c.modalities)
-            .where(S.c.study_instance_uid == values.study_instance_uid)).first()
+        old = conn.execute(_INSTANCE_BY_UID, {"uid": values.sop_instance_uid}).first()
+        policy = self.settings.store_duplicate_policy
+        if old is not None and policy != "replace":
+            if policy == "reject":
+                raise DuplicateInstance("SOP Instance UID already stored",
+                                        location="SOPInstanceUID")
+            reconciliation = conn.execute(select(S.c.reconciliation).where(
+                S.c.id == old.study_id)).scalar_one()
+            return Stored(int(old.study_id), int(old.id), values.sop_instance_uid,
+                          "duplicate", reconciliation), None
+        study = conn.execute(_STUDY_BY_UID, {"uid": values.study_instance_uid}).first()
         if study is None:
             study_id, reconciliation, modalities, state = self._new_study(conn, values, now)
         else:
@@ -202,32 +213,29 @@ class ArchiveStore:
             if _other_patient(values, study.source_patient_id, study.source_issuer):
                 reconciliation = self._patient_conflict(conn, study_id)
         series_id, new_series = self._series(conn, study_id, values)
-        old = conn.execute(select(I.c.id, I.c.path, I.c.size, I.c.study_id).where(
-            I.c.sop_instance_uid == values.sop_instance_uid)).first()
         file_values = {"path": placed.relative, "size": placed.size, "sha256": placed.sha256,
                        "transfer_syntax_uid": values.transfer_syntax_uid,
                        "source_charset": codec, "calling_ae": calling_ae[:16],
                        "received_at": now}
         replaced_path: str | None = None
         outcome: Literal["stored", "duplicate", "replaced"]
-        if old is not None:
+        if old is not None:  # the replace policy
             outcome = self._replace(conn, old, values, file_values)
             instance_id, counted = int(old.id), 0
-            if outcome == "replaced":
-                replaced_path = str(old.path)
+            replaced_path = str(old.path)
         else:
-            instance_id = conn.execute(I.insert().values(
-                series_id=series_id, study_id=study_id,
-                sop_instance_uid=values.sop_instance_uid, sop_class_uid=values.sop_class_uid,
-                instance_number=values.instance_number, **file_values)).inserted_primary_key[0]  # type: ignore[index]
+            instance_id = conn.execute(_INSERT_INSTANCE, {
+                "series_id": series_id, "study_id": study_id,
+                "sop_instance_uid": values.sop_instance_uid,
+                "sop_class_uid": values.sop_class_uid,
+                "instance_number": values.instance_number, **file_values,
+            }).inserted_primary_key[0]  # type: ignore[index]
             outcome, counted = "stored", 1
-            conn.execute(update(SE).where(SE.c.id == series_id)
-                         .values(num_instances=SE.c.num_instances + 1))
-        study_update: dict[str, object] = {
-            "num_instances": S.c.num_instances + counted,
-            "size_bytes": S.c.size_bytes + placed.size - (old.size if old is not None else 0),
-            "last_received_at": now, "updated_at": now,
-        }
+            conn.execute(_COUNT_SERIES_INSTANCE, {"series": series_id})
+        conn.execute(_COUNT_STUDY_INSTANCE, {
+            "study": study_id, "counted": counted, "now": now,
+            "delta": placed.size - (old.size if old is not None else 0)})
+        study_update: dict[str, object] = {}
         if new_series:
             study_update["num_series"] = S.c.num_series + 1
             if values.modality and values.modality not in modalities.split("\\"):
@@ -237,7 +245,8 @@ class ArchiveStore:
             study_update.update(state=RECEIVING, stable_at=None)
             conn.execute(E.insert().values(study_id=study_id, kind="reopened", details={},
                                            created_at=now))
-        conn.execute(update(S).where(S.c.id == study_id).values(**study_update))
+        if study_update:  # rarely: a new series, a re-opened study
+            conn.execute(update(S).where(S.c.id == study_id).values(**study_update))
         stored = Stored(study_id, instance_id, values.sop_instance_uid, outcome, reconciliation)
         return stored, replaced_path
 
@@ -283,8 +292,7 @@ class ArchiveStore:
         return CONFLICT
 
     def _series(self, conn: Connection, study_id: int, values: IndexValues) -> tuple[int, bool]:
-        row = conn.execute(select(SE.c.id, SE.c.study_id).where(
-            SE.c.series_instance_uid == values.series_instance_uid)).first()
+        row = conn.execute(_SERIES_BY_UID, {"uid": values.series_instance_uid}).first()
         if row is not None:
             if row.study_id != study_id:
                 raise Conflict("the series belongs to another study",
@@ -298,9 +306,7 @@ class ArchiveStore:
         return int(series_id), True
 
     def _replace(self, conn: Connection, old: Row[Any, Any, Any, Any], values: IndexValues,
-                 file_values: dict[str, object]) -> Literal["duplicate", "replaced"]:
-        if self.settings.store_duplicate_policy != "replace":
-            return "duplicate"  # the same object stored concurrently: keep the first
+                 file_values: dict[str, object]) -> Literal["replaced"]:
         if old.study_id != conn.execute(select(S.c.id).where(
                 S.c.study_instance_uid == values.study_instance_uid)).scalar_one():
             raise Conflict("the SOP instance is stored in another study",
