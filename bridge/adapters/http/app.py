@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.status import HTTP_422_UNPROCESSABLE_CONTENT
 
 from bridge.adapters.http import (
+    routes_dicomweb,
     routes_health,
     routes_jobs,
     routes_messages,
@@ -68,7 +69,7 @@ def create_app(
         study_hooks=tuple(study_hooks),
     )
     for module in (routes_health, routes_messages, routes_worklist, routes_metrics,
-                   routes_reconciliation, routes_jobs, routes_peers):
+                   routes_reconciliation, routes_jobs, routes_peers, routes_dicomweb):
         app.include_router(module.router)
     app.add_exception_handler(BridgeError, _bridge_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]

@@ -19,6 +19,7 @@ from bridge.config import Settings
 from bridge.services.orders import OrderPolicy
 from bridge.services.study_stability import StudyHook
 from bridge.services.tokens import authenticate, role_allows
+from bridge.store.db import read_session
 from bridge.store.models import ApiToken
 
 
@@ -78,7 +79,7 @@ _bearer = HTTPBearer(
 
 
 def get_current_token(
-    session: SessionDep,
+    context: ContextDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> ApiToken:
     if credentials is None:
@@ -87,7 +88,10 @@ def get_current_token(
             "missing bearer token",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    token = authenticate(session, credentials.credentials)
+    # Its own read-only session: on SQLite the request's session would otherwise take the
+    # write lock for the whole request (a long WADO download would stall every C-STORE).
+    with read_session(context.session_factory) as session:
+        token = authenticate(session, credentials.credentials)
     if token is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
