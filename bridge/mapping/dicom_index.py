@@ -44,13 +44,20 @@ class IndexValues:
 
 def read_index_values(header: Dataset, *, transfer_syntax_uid: str,
                       codec: str | None = None) -> IndexValues:
-    """The index values of a header; the SOP Instance/Class UIDs fall back to the file meta
-    (filled from the C-STORE command) when the data set lacks them. ``codec`` decodes
-    undeclared 8-bit text (:func:`bridge.mapping.dicom_text.undeclared_codec`)."""
+    """The index values of a header. The data set's SOP Instance and Class UIDs must agree
+    with the file meta (filled from the C-STORE request). ``codec`` decodes undeclared 8-bit
+    text (:func:`bridge.mapping.dicom_text.undeclared_codec`)."""
     read = _RawReader(header, codec)
     meta = getattr(header, "file_meta", None)
-    sop_instance = read.text(_SOP_INSTANCE) or _meta_text(meta, "MediaStorageSOPInstanceUID")
-    sop_class = read.text(_SOP_CLASS) or _meta_text(meta, "MediaStorageSOPClassUID")
+    sop_instance = read.text(_SOP_INSTANCE)
+    sop_class = read.text(_SOP_CLASS)
+    for keyword, value, meta_keyword in (
+            ("SOPInstanceUID", sop_instance, "MediaStorageSOPInstanceUID"),
+            ("SOPClassUID", sop_class, "MediaStorageSOPClassUID")):
+        announced = _meta_text(meta, meta_keyword)
+        if value and announced and value != announced:
+            raise Rejected(f"{keyword} differs from the one the request announced",
+                           location=keyword)
     values = {
         "SOPInstanceUID": sop_instance,
         "SOPClassUID": sop_class,

@@ -34,14 +34,15 @@ T = TypeVar("T")
 STUDY_UID = "1.2.826.0.1.3680043.10.1137.1.9901"
 
 
-def order_for_p10003() -> bytes:
-    """The NW order fixture, re-addressed to patient P10003 with accession E2E1."""
+def order_for_p10003(accession: str = "E2E1", study_uid: str = STUDY_UID) -> bytes:
+    """The NW order fixture, re-addressed to patient P10003 with another accession."""
     text = hl7_fixture("orm_o01_nw.hl7").decode()
-    for old, new in (("ORM0001", "ORME2E1"), ("~1234567890^^^UA_ESOZ^NI~АА123456^^^UA_PASSPORT^PPN",
-                                              ""),
-                     ("P10001", "P10003"), ("ACC1001", "E2E1"),
-                     ("PLC1001", "PLCE2E1"), ("SPS1001", "SPSE2E1"), ("RP1001", "RPE2E1"),
-                     ("1.2.826.0.1.3680043.10.1137.1.1001", STUDY_UID),
+    for old, new in (("ORM0001", f"ORM{accession}"),
+                     ("~1234567890^^^UA_ESOZ^NI~АА123456^^^UA_PASSPORT^PPN", ""),
+                     ("P10001", "P10003"), ("ACC1001", accession),
+                     ("PLC1001", f"PLC{accession}"), ("SPS1001", f"SPS{accession}"),
+                     ("RP1001", f"RP{accession}"),
+                     ("1.2.826.0.1.3680043.10.1137.1.1001", study_uid),
                      ("Ґалаґан^Олена^Павлівна", "Мʼясоїд^Євгенія^Юріївна")):
         text = text.replace(old, new)
     return text.encode()
@@ -57,13 +58,13 @@ def eventually(probe: Callable[[], T | None], timeout: float = 60.0) -> T:
     raise AssertionError("condition not reached in time")
 
 
-def study_level_find(port: int, out: Path) -> pydicom.Dataset:
+def study_level_find(port: int, out: Path, study_uid: str = STUDY_UID) -> pydicom.Dataset:
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.dcm"):
         old.unlink()
     result = subprocess.run(
         [require_tool("findscu"), "-S", "-X", "-od", str(out), "-aet", "VIEWER", "-aec",
-         "BRIDGE", "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={STUDY_UID}",
+         "BRIDGE", "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}",
          "-k", "PatientID", "-k", "PatientName", "-k", "AccessionNumber",
          "-k", "NumberOfStudyRelatedInstances", "127.0.0.1", str(port)],
         capture_output=True, text=True, timeout=60, check=False)
@@ -131,3 +132,37 @@ def test_modality_to_archive_with_mis_values_and_a_later_merge(
                 # The modality's own value is kept in the Original Attributes Sequence.
                 original = instance["04000561"]["Value"][0]["04000550"]["Value"][0]
                 assert original["00100020"]["Value"] == ["CT-LOCAL-7"]
+
+
+def test_study_queued_until_a_later_order_arrives_over_hl7(
+        settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path) -> None:
+    study_uid = "1.2.826.0.1.3680043.10.1137.1.9902"
+    configured = settings.model_copy(update={"worker_poll_seconds": 0.2})
+    with running_bridge(configured) as bridge:
+        files = write_series(tmp_path / "ct", 2, study_uid=study_uid, AccessionNumber="LATE7",
+                             PatientID="CT-LOCAL-8")
+        sent = subprocess.run([require_tool("storescu"), "-aec", "BRIDGE", "127.0.0.1",
+                               str(bridge.dicom_port), *map(str, files)],
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert sent.returncode == 0, sent.stderr
+        with session_factory.begin() as session:
+            token = create_token(session, role="integration", name="e2e")
+        with httpx.Client(base_url=f"http://127.0.0.1:{bridge.http_port}", timeout=30,
+                          headers={"Authorization": f"Bearer {token}"}) as client:
+            [queued] = client.get("/api/reconciliation").json()
+        assert (queued["study_instance_uid"], queued["patient_id"]) == (study_uid,
+                                                                        "CT-LOCAL-8")
+        assert study_level_find(bridge.dicom_port, tmp_path / "before",
+                                study_uid).PatientID == "CT-LOCAL-8"
+
+        with MLLPClient("127.0.0.1", bridge.mllp_port) as mis:
+            assert b"MSA|AA|" in mis.send(order_for_p10003("LATE7", "1.2.3.4.5.6"))
+
+        def reconciled() -> Study | None:
+            with session_factory() as session:
+                study = session.scalars(select(Study)).one()
+            return study if study.reconciliation == "matched" else None
+
+        assert eventually(reconciled).match_key == "accession"
+        assert study_level_find(bridge.dicom_port, tmp_path / "after",
+                                study_uid).PatientID == "P10003"

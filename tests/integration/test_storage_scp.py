@@ -270,3 +270,32 @@ def test_study_claiming_two_patients_follows_the_policy(
         assert study.reconciliation == "conflict" and study.queue_reason
         assert count(session_factory, Instance) == 2
     assert count(session_factory, Series) == 1
+
+
+@pytest.mark.parametrize("problem", ["missing", "different"])
+def test_data_set_sop_instance_uid_must_be_there_and_agree(
+        start_server: StartServer, settings: Settings,
+        session_factory: sessionmaker[Session], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, problem: str) -> None:
+    server = start_server()
+    ds = ct_slice(study_uid=generate_uid(prefix=UID_ROOT))
+    if problem == "missing":
+        del ds.SOPInstanceUID  # the file meta (and so the request) still names one
+    else:
+        ds.SOPInstanceUID = generate_uid(prefix=UID_ROOT)
+    path = tmp_path / "odd.dcm"
+    ds.preamble = b"\0" * 128  # a Part 10 file, whose meta is written as given
+    ds.save_as(path, enforce_file_format=False)
+    monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)
+    ae = AE(ae_title="PYSCU")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", server.port, ae_title="BRIDGE")
+    assert assoc.is_established
+    try:
+        status = assoc.send_c_store(path)
+    finally:
+        assoc.release()
+    assert status.Status == 0xA900
+    assert "SOPInstanceUID" in status.ErrorComment
+    assert count(session_factory, Instance) == 0
+    assert archived_files(settings) == []
