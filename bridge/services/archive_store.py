@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -125,6 +127,12 @@ class ArchiveStore:
         self.sessions = session_factory
         # The index transaction runs on a plain connection: no ORM session to set up.
         self.engine: Engine = session_factory.kw["bind"]
+        # SQLite has one writer at a time, and a writer that finds the lock taken sleeps in
+        # growing steps (busy timeout) instead of waking when it is free: with several
+        # associations storing at once, queueing on a lock here is several times faster.
+        self._writer: AbstractContextManager[object] = (
+            _sqlite_writer_lock(str(self.engine.url)) if self.engine.dialect.name == "sqlite"
+            else nullcontext())
         self.root = settings.archive_root
         self.policy = policy or load_reconcile_policy(settings.mappings_dir)
 
@@ -183,7 +191,7 @@ class ArchiveStore:
         # the unique key and its transaction is simply run again (the row now exists).
         for attempt in range(_ATTEMPTS):
             try:
-                with self.engine.begin() as conn:
+                with self._writer, self.engine.begin() as conn:
                     return self._index(conn, values, placed, codec, calling_ae)
             except IntegrityError:
                 if attempt == _ATTEMPTS - 1:
@@ -315,6 +323,16 @@ class ArchiveStore:
             sop_class_uid=values.sop_class_uid, instance_number=values.instance_number,
             **file_values))
         return "replaced"
+
+
+_WRITER_LOCKS: dict[str, threading.Lock] = {}
+_WRITER_LOCKS_GUARD = threading.Lock()
+
+
+def _sqlite_writer_lock(url: str) -> threading.Lock:
+    """One lock per database file in this process, shared by every store on it."""
+    with _WRITER_LOCKS_GUARD:
+        return _WRITER_LOCKS.setdefault(url, threading.Lock())
 
 
 def _other_patient(values: IndexValues, source_id: str, source_issuer: str) -> bool:
