@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,11 +27,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.config import Settings
-from bridge.errors import Conflict, Rejected
+from bridge.errors import BridgeError, Conflict, Rejected
 from bridge.mapping.dicom_index import IndexValues, read_index_values
 from bridge.mapping.dicom_text import undeclared_codec
 from bridge.mapping.reconcile_policy import ReconcilePolicy, load_reconcile_policy
+from bridge.services.group_commit import GroupCommit
 from bridge.services.received_file import (
+    fsync_dir,
     place_file,
     read_received,
     remove_file,
@@ -120,6 +123,17 @@ class _Placed:
     sha256: str
 
 
+@dataclass(frozen=True, slots=True)
+class _IndexJob:
+    values: IndexValues
+    placed: _Placed
+    codec: str | None
+    calling_ae: str
+
+
+_Indexed = tuple[Stored, str | None]
+
+
 class ArchiveStore:
     def __init__(self, settings: Settings, session_factory: sessionmaker[Session],
                  policy: ReconcilePolicy | None = None) -> None:
@@ -133,6 +147,7 @@ class ArchiveStore:
         self._writer: AbstractContextManager[object] = (
             _sqlite_writer_lock(str(self.engine.url)) if self.engine.dialect.name == "sqlite"
             else nullcontext())
+        self._commits: GroupCommit[_IndexJob, _Indexed] = GroupCommit(self._index_batch)
         self.root = settings.archive_root
         self.policy = policy or load_reconcile_policy(settings.mappings_dir)
 
@@ -145,8 +160,8 @@ class ArchiveStore:
         # says the object is known, instead of asking the database twice for every object.
         placed = self._place(arrival, values)
         try:
-            stored, replaced_path = self._index_with_retry(values, placed, codec,
-                                                           arrival.calling_ae)
+            stored, replaced_path = self._commits.submit(
+                _IndexJob(values, placed, codec, arrival.calling_ae))
         except BaseException:
             remove_file(self.root / placed.relative)
             raise
@@ -180,10 +195,41 @@ class ArchiveStore:
         target = self.root / relative
         size = arrival.path.stat().st_size
         digest = sha256_of(arrival.path)
-        place_file(arrival.path, target, move=arrival.disposable)
+        # The directory is fsync'ed by the index batch, once for all its files.
+        place_file(arrival.path, target, move=arrival.disposable, sync_dir=False)
         return _Placed(relative, size, digest)
 
     # -- the index ---------------------------------------------------------------------------
+
+    def _index_batch(self, jobs: Sequence[_IndexJob]) -> list[_Indexed | BaseException]:
+        """One transaction for the objects that arrived together, each in a savepoint so one
+        refused object does not fail the others; committed once."""
+        outcomes: list[_Indexed | BaseException | None] = []
+        with self._writer, self.engine.begin() as conn:
+            for job in jobs:
+                try:
+                    with conn.begin_nested():
+                        outcomes.append(self._index(conn, job.values, job.placed, job.codec,
+                                                    job.calling_ae))
+                except IntegrityError:
+                    outcomes.append(None)  # raced another process: run alone below
+                except BridgeError as exc:
+                    outcomes.append(exc)
+            placed = {(self.root / job.placed.relative).parent
+                      for job, outcome in zip(jobs, outcomes, strict=True)
+                      if isinstance(outcome, tuple)}
+            for directory in placed:  # the files' names are durable before their rows
+                fsync_dir(directory)
+        done: list[_Indexed | BaseException] = []
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            if outcome is None:
+                try:
+                    outcome = self._index_with_retry(job.values, job.placed, job.codec,
+                                                     job.calling_ae)
+                except BridgeError as exc:
+                    outcome = exc
+            done.append(outcome)
+        return done
 
     def _index_with_retry(self, values: IndexValues, placed: _Placed, codec: str | None,
                           calling_ae: str) -> tuple[Stored, str | None]:
@@ -192,7 +238,9 @@ class ArchiveStore:
         for attempt in range(_ATTEMPTS):
             try:
                 with self._writer, self.engine.begin() as conn:
-                    return self._index(conn, values, placed, codec, calling_ae)
+                    indexed = self._index(conn, values, placed, codec, calling_ae)
+                    fsync_dir((self.root / placed.relative).parent)
+                    return indexed
             except IntegrityError:
                 if attempt == _ATTEMPTS - 1:
                     raise

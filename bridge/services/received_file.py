@@ -68,8 +68,10 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def place_file(source: Path, target: Path, *, move: bool) -> None:
-    """Put ``source`` at ``target`` durably (``move``: rename when on the same file system)."""
+def place_file(source: Path, target: Path, *, move: bool, sync_dir: bool = True) -> None:
+    """Put ``source`` at ``target`` durably (``move``: rename when on the same file system).
+    With ``sync_dir=False`` the caller fsyncs ``target.parent`` itself (:func:`fsync_dir`),
+    once for many files, before it relies on them."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(f".{target.name}.part")
     if move:
@@ -85,7 +87,8 @@ def place_file(source: Path, target: Path, *, move: bool) -> None:
     finally:
         os.close(fd)
     os.replace(staging, target)
-    _fsync_dir(target.parent)
+    if sync_dir:
+        fsync_dir(target.parent)
 
 
 def remove_file(path: Path) -> None:
@@ -94,7 +97,7 @@ def remove_file(path: Path) -> None:
         path.unlink()
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -299,3 +299,23 @@ def test_data_set_sop_instance_uid_must_be_there_and_agree(
     assert "SOPInstanceUID" in status.ErrorComment
     assert count(session_factory, Instance) == 0
     assert archived_files(settings) == []
+
+
+def test_parallel_associations_store_one_study_once(
+        start_server: StartServer, settings: Settings,
+        session_factory: sessionmaker[Session], tmp_path: Path) -> None:
+    """Four senders at once into one new study: group commits and the study/series
+    creation race must still give one study, one series and every object once."""
+    server = start_server()
+    files = write_series(tmp_path / "in", 24, AccessionNumber="PAR-1")
+    senders = [subprocess.Popen(
+        [require_tool("storescu"), "-aet", f"MOD{n}", "-aec", "BRIDGE", "127.0.0.1",
+         str(server.port), *map(str, files[n::4])],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE) for n in range(4)]
+    for sender in senders:
+        assert sender.wait(60) == 0
+    [study] = studies(session_factory)
+    assert (study.num_instances, study.num_series) == (24, 1)
+    assert count(session_factory, Instance) == 24
+    assert count(session_factory, Series) == 1
+    assert len(archived_files(settings)) == 24
