@@ -31,5 +31,8 @@ def configure_logging(level: str = "INFO") -> None:
     # pynetdicom logs whole datasets (names included) at INFO/DEBUG: keep it at WARNING
     # unless the operator asked for DEBUG.
     logging.getLogger("pynetdicom").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
-    for noisy in ("uvicorn.access", "apscheduler"):
-        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLevelName(level)))
+    logging.getLogger("uvicorn.access").setLevel(
+        max(logging.INFO, logging.getLevelName(level)))
+    # APScheduler logs every run of every job at INFO (the archive sweep runs each second).
+    logging.getLogger("apscheduler").setLevel(
+        logging.DEBUG if level == "DEBUG" else logging.WARNING)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pydicom import dcmread
@@ -16,7 +15,7 @@ from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.adapters.dicom.server import DEFAULT_SERVICES, DicomServer, start_dicom_server
+from bridge.adapters.dicom.server import DEFAULT_SERVICES, DicomServer
 from bridge.adapters.dicom.storage_scp import storage_service
 from bridge.config import DicomPeer, Settings
 from bridge.mapping.reconcile_policy import load_reconcile_policy
@@ -24,33 +23,24 @@ from bridge.services.reconciliation import reconcile_queued
 from bridge.store.archive_models import Instance, Series, Study
 from tests.conftest import require_tool
 from tests.dicom_factories import UID_ROOT, ct_slice, write_series
+from tests.dicom_harness import StartServer, dicom_servers
 from tests.worklist_factories import schedule
 
 pytestmark = pytest.mark.integration
-
-StartServer = Callable[..., DicomServer]
 
 
 @pytest.fixture
 def start_server(settings: Settings, session_factory: sessionmaker[Session]
                  ) -> Iterator[StartServer]:
-    servers: list[DicomServer] = []
-
-    def start(**overrides: Any) -> DicomServer:
-        server = start_dicom_server(settings.model_copy(update=overrides), session_factory,
-                                    services=(*DEFAULT_SERVICES, storage_service))
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.shutdown()
+    with dicom_servers(settings, session_factory,
+                       services=(*DEFAULT_SERVICES, storage_service)) as start:
+        yield start
 
 
-def storescu(server: DicomServer, files: list[Path], calling_ae: str = "MODALITY"
-             ) -> subprocess.CompletedProcess[str]:
+def storescu(server: DicomServer, files: list[Path], calling_ae: str = "MODALITY",
+             *options: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [require_tool("storescu"), "-aet", calling_ae, "-aec", "BRIDGE", "-v",
+        [require_tool("storescu"), "-aet", calling_ae, "-aec", "BRIDGE", "-v", *options,
          "127.0.0.1", str(server.port), *map(str, files)],
         capture_output=True, text=True, timeout=60, check=False)
 
@@ -62,6 +52,21 @@ def send(server: DicomServer, dataset: Dataset, calling_ae: str = "PYSCU") -> Da
     assert assoc.is_established
     try:
         return assoc.send_c_store(dataset)
+    finally:
+        assoc.release()
+
+
+def send_file_as_is(server: DicomServer, path: Path, monkeypatch: pytest.MonkeyPatch
+                    ) -> Dataset:
+    """C-STORE a CT file's data set bytes as they are: pynetdicom's chunked send does not
+    parse them, so a truncated or inconsistent object reaches the bridge unchanged."""
+    monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)
+    ae = AE(ae_title="PYSCU")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", server.port, ae_title="BRIDGE")
+    assert assoc.is_established
+    try:
+        return assoc.send_c_store(path)
     finally:
         assoc.release()
 
@@ -197,17 +202,7 @@ def test_truncated_data_set_is_refused(
     path = tmp_path / "cut.dcm"
     ds.save_as(path, enforce_file_format=True)
     path.write_bytes(path.read_bytes()[:-1000])  # cut inside the pixel data
-    # pynetdicom sends a file's data set bytes as they are (no parsing) in chunked mode.
-    monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)
-    ae = AE(ae_title="PYSCU")
-    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-    assoc = ae.associate("127.0.0.1", server.port, ae_title="BRIDGE")
-    assert assoc.is_established
-    try:
-        status = assoc.send_c_store(path)
-    finally:
-        assoc.release()
-    assert status.Status == 0xC000
+    assert send_file_as_is(server, path, monkeypatch).Status == 0xC000
     assert count(session_factory, Instance) == 0
     assert archived_files(settings) == []
 
@@ -286,15 +281,7 @@ def test_data_set_sop_instance_uid_must_be_there_and_agree(
     path = tmp_path / "odd.dcm"
     ds.preamble = b"\0" * 128  # a Part 10 file, whose meta is written as given
     ds.save_as(path, enforce_file_format=False)
-    monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)
-    ae = AE(ae_title="PYSCU")
-    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-    assoc = ae.associate("127.0.0.1", server.port, ae_title="BRIDGE")
-    assert assoc.is_established
-    try:
-        status = assoc.send_c_store(path)
-    finally:
-        assoc.release()
+    status = send_file_as_is(server, path, monkeypatch)
     assert status.Status == 0xA900
     assert "SOPInstanceUID" in status.ErrorComment
     assert count(session_factory, Instance) == 0
@@ -319,3 +306,28 @@ def test_parallel_associations_store_one_study_once(
     assert count(session_factory, Instance) == 24
     assert count(session_factory, Series) == 1
     assert len(archived_files(settings)) == 24
+
+
+@pytest.mark.parametrize(("tool", "propose", "syntax"), [
+    ("dcmcjpls", "-xt", "1.2.840.10008.1.2.4.80"),  # JPEG-LS lossless
+    ("dcmcrle", "-xr", "1.2.840.10008.1.2.5"),  # RLE lossless
+    ("dcmcjpeg", "-xs", "1.2.840.10008.1.2.4.70"),  # JPEG lossless, first-order prediction
+])
+def test_compressed_objects_are_kept_as_received(
+        start_server: StartServer, settings: Settings, session_factory: sessionmaker[Session],
+        tmp_path: Path, tool: str, propose: str, syntax: str) -> None:
+    server = start_server()
+    [plain] = write_series(tmp_path / "in", 1, rows=64, columns=64)
+    compressed = tmp_path / "compressed.dcm"
+    subprocess.run([require_tool(tool), str(plain), str(compressed)], check=True, timeout=60)
+    sent = dcmread(compressed)
+    assert sent.file_meta.TransferSyntaxUID == syntax
+    # storescu proposes the compressed syntax first (else it would decompress).
+    result = storescu(server, [compressed], "MODALITY", propose)
+    assert result.returncode == 0, result.stderr
+    [kept] = archived_files(settings)
+    stored = dcmread(kept)
+    assert stored.file_meta.TransferSyntaxUID == syntax
+    assert stored.PixelData == sent.PixelData  # the encapsulated fragments, untouched
+    with session_factory() as session:
+        assert session.scalar(select(Instance.transfer_syntax_uid)) == syntax
