@@ -110,6 +110,25 @@ class Settings(BaseSettings):
     forward_retry_base_seconds: float = Field(default=5.0, gt=0)
     forward_retry_max_seconds: float = Field(default=600.0, gt=0)
 
+    # FHIR
+    fhir_version: Literal["R4", "R5"] = "R4"
+    #: The bridge's public HTTP base (for fullUrl, Endpoint.address); default from bind+port.
+    public_base_url: str = ""
+    #: Local time zone of the modalities' dates and times (ImagingStudy.started).
+    local_timezone: str = "Europe/Kyiv"
+    fhir_registry_url: str = ""
+    fhir_registry_search: str = "status=active"
+    fhir_registry_poll_seconds: float = Field(default=60.0, gt=0)
+    #: This facility's Organization identifier as ``system|value`` (registry searches).
+    fhir_facility_identifier: str = ""
+    fhir_target_url: str = ""
+    #: After publishing, set the target's ServiceRequest to completed and link the study.
+    fhir_target_complete_service_request: bool = True
+    fhir_timeout_seconds: float = Field(default=10.0, gt=0)
+    fhir_publish_max_attempts: int = Field(default=10, ge=1, le=1000)
+    fhir_publish_retry_base_seconds: float = Field(default=2.0, gt=0)
+    fhir_publish_retry_max_seconds: float = Field(default=300.0, gt=0)
+
     @field_validator("ae_title")
     @classmethod
     def _ae_title_ascii(cls, value: str) -> str:
@@ -139,6 +158,24 @@ class Settings(BaseSettings):
             except LookupError as exc:
                 raise ValueError(f"unknown charset {charset!r}") from exc
         return value
+
+    @field_validator("local_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo
+
+        try:
+            ZoneInfo(value)
+        except Exception as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("fhir_registry_url", "fhir_target_url", "public_base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
 
     @field_validator("uid_root")
     @classmethod
@@ -184,6 +221,11 @@ class Settings(BaseSettings):
         if _toml_file is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=_toml_file))
         return tuple(sources)
+
+    @property
+    def base_url(self) -> str:
+        """``public_base_url``, else what the bridge listens on."""
+        return self.public_base_url or f"http://{self.bind}:{self.http_port}"
 
     @property
     def archive_root(self) -> Path:
