@@ -10,8 +10,14 @@ from dataclasses import dataclass, field
 from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.mapping.reconcile_policy import ReconcilePolicy
-from bridge.services.reconciliation import reconcile_queued
-from bridge.services.study_stability import StudyHook, is_stable, mark_stable_studies
+from bridge.services.reconciliation import any_reconcilable, reconcile_queued
+from bridge.services.study_stability import (
+    StudyHook,
+    any_due,
+    is_stable,
+    mark_stable_studies,
+)
+from bridge.store.db import read_session
 
 logger = logging.getLogger("bridge.archive")
 
@@ -25,16 +31,25 @@ class StudyWatch:
     hooks: Sequence[StudyHook] = field(default=())
 
     def run_once(self) -> tuple[list[int], list[int]]:
-        """One sweep; returns (studies reconciled, studies marked stable)."""
-        with self.session_factory.begin() as session:
-            reconciled = reconcile_queued(session, self.policy)
-            for study_id in reconciled:
-                if is_stable(session, study_id):  # it will not become stable again
-                    for hook in self.hooks:
-                        hook(session, study_id)
-        with self.session_factory.begin() as session:
-            stable = mark_stable_studies(session, stable_seconds=self.stable_seconds,
-                                         hooks=self.hooks)
+        """One sweep; returns (studies reconciled, studies marked stable). It looks in a
+        read-only session first: on SQLite a write transaction would stall the storage SCP's
+        commits every second for nothing."""
+        with read_session(self.session_factory) as session:
+            reconcile = any_reconcilable(session, self.policy)
+            due = any_due(session, stable_seconds=self.stable_seconds)
+        reconciled: list[int] = []
+        stable: list[int] = []
+        if reconcile:
+            with self.session_factory.begin() as session:
+                reconciled = reconcile_queued(session, self.policy)
+                for study_id in reconciled:
+                    if is_stable(session, study_id):  # it will not become stable again
+                        for hook in self.hooks:
+                            hook(session, study_id)
+        if due:
+            with self.session_factory.begin() as session:
+                stable = mark_stable_studies(session, stable_seconds=self.stable_seconds,
+                                             hooks=self.hooks)
         if reconciled or stable:
             logger.info("archive sweep: %d reconciled, %d stable", len(reconciled), len(stable),
                         extra={"calling_ae": None, "accession": None})

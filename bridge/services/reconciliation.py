@@ -121,16 +121,32 @@ def _patient_for(conn: Connection, value: str, issuer: str) -> int | None:
     return int(rows[0].pid) if len(rows) == 1 else None
 
 
+def _reconcilable(policy: ReconcilePolicy) -> list[tuple[str, Any]]:
+    return [(key, condition) for key, condition in (
+        ("accession", and_(S.c.accession != "", ORD.c.accession == S.c.accession)),
+        ("study_instance_uid", ORD.c.study_instance_uid == S.c.study_instance_uid),
+    ) if key in policy.match_order]
+
+
+def any_reconcilable(session: Session, policy: ReconcilePolicy) -> bool:
+    """Whether :func:`reconcile_queued` has work: asked in a read-only session first, so the
+    periodic sweep takes the (SQLite) write lock only when it will write."""
+    conn = session.connection()
+    for _key, condition in _reconcilable(policy):
+        found = conn.execute(
+            select(S.c.id).join(ORD, condition)
+            .where(S.c.reconciliation == QUEUED,
+                   ORD.c.status.not_in(policy.skip_order_statuses)).limit(1)).first()
+        if found is not None:
+            return True
+    return False
+
+
 def reconcile_queued(session: Session, policy: ReconcilePolicy) -> list[int]:
     """Match queued studies to orders that have arrived since; returns the studies matched."""
     conn = session.connection()
     matched: list[int] = []
-    for key, condition in (
-        ("accession", and_(S.c.accession != "", ORD.c.accession == S.c.accession)),
-        ("study_instance_uid", ORD.c.study_instance_uid == S.c.study_instance_uid),
-    ):
-        if key not in policy.match_order:
-            continue
+    for key, condition in _reconcilable(policy):
         rows = conn.execute(
             select(S.c.id, ORD.c.id.label("order_id"), ORD.c.patient_id).join(ORD, condition)
             .where(S.c.reconciliation == QUEUED,

@@ -57,6 +57,14 @@ def mark_stable_studies(session: Session, *, stable_seconds: float,
     return marked
 
 
+def any_due(session: Session, *, stable_seconds: float, now: datetime | None = None) -> bool:
+    """Whether a study is quiet long enough (read-only; see :func:`mark_stable_studies`)."""
+    cutoff = (now or utcnow()) - timedelta(seconds=stable_seconds)
+    return session.connection().execute(
+        select(S.c.id).where(S.c.state == RECEIVING, S.c.last_received_at <= cutoff)
+        .limit(1)).first() is not None
+
+
 def is_stable(session: Session, study_id: int) -> bool:
     return session.connection().execute(
         select(S.c.state).where(S.c.id == study_id)).scalar_one_or_none() == STABLE
