@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 help:
 	@echo "make serve   - start the bridge on the embedded default (SQLite, ./var)"
-	@echo "make test    - run the whole test suite (installs dcmtk when missing and apt is available)"
+	@echo "make test    - run the whole test suite (installs dcmtk and orthanc when missing and apt is available)"
 	@echo "make lint    - ruff and mypy"
 	@echo "make bench   - run the benchmarks in bench/"
 	@echo "make lock    - refresh constraints.txt from pyproject.toml"
@@ -22,19 +22,9 @@ $(STAMP): pyproject.toml constraints.txt
 serve: $(STAMP)
 	$(BIN)/bridge serve $(if $(CONFIG),--config $(CONFIG),)
 
-# Real peers for the tests: Debian's dcmtk (findscu, storescu, wlmscpfs, ...).
+# Real peers for the tests (Debian's dcmtk, orthanc, orthanc-dicomweb), installed when missing.
 peers:
-	@if ! command -v findscu >/dev/null 2>&1; then \
-	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	    echo "installing dcmtk with apt-get"; \
-	    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q dcmtk >/dev/null; \
-	  elif command -v apt-get >/dev/null 2>&1 && command -v sudo >/dev/null 2>&1; then \
-	    sudo -n apt-get update -q >/dev/null && sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -q dcmtk >/dev/null \
-	      || echo "dcmtk is missing and could not be installed; tests that need it will skip (or fail in CI)"; \
-	  else \
-	    echo "dcmtk is missing; tests that need it will skip (or fail in CI)"; \
-	  fi; \
-	fi
+	@bash scripts/install-peers.sh
 
 test: $(STAMP) peers
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -46,6 +36,9 @@ lint: $(STAMP)
 bench: $(STAMP) peers
 	$(BIN)/python bench/hl7_ingest.py
 	$(BIN)/python bench/mwl_query.py
+	$(BIN)/python bench/store_ingest.py --postgres
+	$(BIN)/python bench/store_memory.py --references
+	$(BIN)/python bench/index_growth.py --postgres
 
 lock:
 	rm -rf /tmp/bridge-lock && $(PYTHON) -m venv /tmp/bridge-lock
