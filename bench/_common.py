@@ -1,7 +1,9 @@
-"""Shared helpers for the benchmarks: free ports, the bridge as a subprocess, PG schemas."""
+"""Shared helpers for the benchmarks: free ports, processes (the bridge among them), the
+database to run on, percentiles, and the command line bits every benchmark has."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import socket
@@ -9,9 +11,10 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine, text
 
@@ -30,7 +33,8 @@ def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen[bytes
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode}")
+            err = proc.stderr.read() if proc.stderr else b""
+            raise RuntimeError(f"process exited with {proc.returncode}: {err[-500:]!r}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
@@ -56,6 +60,25 @@ def postgres_schema(base_url: str) -> Iterator[str]:
 
 
 @contextmanager
+def scratch_database(sqlite_file: Path, postgres_url: str | None) -> Iterator[str]:
+    """SQLite in ``sqlite_file``, or with ``postgres_url`` a throw-away PostgreSQL schema."""
+    if not postgres_url:
+        yield f"sqlite:///{sqlite_file}"
+        return
+    with postgres_schema(postgres_url) as url:
+        yield url
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Terminate ``proc``; kill it when it has not ended within ``timeout`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@contextmanager
 def bridge_process(data_dir: Path, database_url: str | None = None,
                    extra_env: dict[str, str] | None = None) -> Iterator[dict[str, int]]:
     """``bridge serve`` in its own process (so the load generator does not share its GIL)."""
@@ -73,11 +96,7 @@ def bridge_process(data_dir: Path, database_url: str | None = None,
         wait_for_port(ports["http"], 60, proc)
         yield ports
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, 30)
         log.close()
 
 
@@ -91,3 +110,40 @@ def machine() -> str:
     except OSError:
         pass
     return f"{platform.node()}: {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
+
+
+def no_delay(assoc: Any) -> None:
+    """Disable Nagle on a pynetdicom client association's socket, as DCMTK (and most
+    modalities) do: pynetdicom sends command and data set as two PDUs, and the second would
+    wait ~40 ms for the peer's delayed ACK."""
+    sock = getattr(assoc.dul.socket, "socket", None)
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def percentile(values: Sequence[float], percent: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(percent / 100 * (len(ordered) - 1)))]
+
+
+def log(message: str) -> None:
+    """Progress goes to stderr: stdout carries only the result (a table or JSON)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def print_header(header: str) -> None:
+    """A result table's column titles, underlined."""
+    print(header)
+    print("-" * len(header))
+
+
+def add_common_options(parser: argparse.ArgumentParser, *, postgres_help: str) -> None:
+    """``--postgres`` (with ``--postgres-url``) and ``--json``."""
+    parser.add_argument("--postgres", action="store_true", help=postgres_help)
+    parser.add_argument("--postgres-url", default=DEFAULT_PG)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def postgres_url(args: argparse.Namespace) -> str | None:
+    """The PostgreSQL base URL when ``--postgres`` was given."""
+    return str(args.postgres_url) if args.postgres else None

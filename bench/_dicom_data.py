@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.filewriter import dcmwrite
-from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import ROOT, free_port, wait_for_port
+from bench._common import ROOT, free_port, no_delay, stop_process, wait_for_port
+from tests.dicom_factories import ct_header, part10_meta
 
 #: Multi-frame Grayscale Word Secondary Capture: a standard multi-frame 16-bit IOD without
 #: the functional groups of the enhanced CT/MR objects.
@@ -70,55 +71,25 @@ def pixel_block(rows: int, columns: int, seed: int) -> bytes:
     return bytes(data)
 
 
-def ct_header(*, study_uid: str, series_uid: str, frame_uid: str, accession: str,
-              rows: int = 512, columns: int = 512,
-              patient_id: str = MODALITY_PATIENT_ID,
-              patient_name: str = MODALITY_PATIENT_NAME) -> Dataset:
-    """The CT Image attributes a scanner sends, without the per-instance ones."""
-    ds = Dataset()
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-    ds.SOPClassUID = CTImageStorage
-    ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = STUDY_DATE
-    ds.StudyTime = ds.SeriesTime = "101500"
-    ds.AccessionNumber = accession
-    ds.Modality = "CT"
-    ds.Manufacturer = "BENCH"
-    ds.InstitutionName = "Kyiv City Hospital 1"
-    ds.ReferringPhysicianName = "Bondarenko^Oleh"
-    ds.StationName = "CT_SCANNER_1"
-    ds.StudyDescription = "CT head and neck"
-    ds.SeriesDescription = "Axial 1.0"
-    ds.PatientName = patient_name
-    ds.PatientID = patient_id
-    ds.PatientBirthDate = "19850315"
-    ds.PatientSex = "F"
-    ds.BodyPartExamined = "HEAD"
-    ds.SliceThickness = "1.0"
-    ds.KVP = "120"
-    ds.PatientPosition = "HFS"
-    ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = series_uid
-    ds.StudyID = "1"
-    ds.SeriesNumber = 2
-    ds.FrameOfReferenceUID = frame_uid
-    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = rows, columns
-    ds.PixelSpacing = ["0.488281", "0.488281"]
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.WindowCenter, ds.WindowWidth = "40", "400"
-    ds.RescaleIntercept, ds.RescaleSlope = "-1024", "1"
-    return ds
-
-
-def _file_meta(sop_class: str, sop_uid: str) -> FileMetaDataset:
-    meta = FileMetaDataset()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.MediaStorageSOPClassUID = UID(sop_class)
-    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
-    return meta
+def scanner_header(*, study_uid: str, series_uid: str, frame_uid: str, accession: str,
+                   rows: int = 512, columns: int = 512) -> Dataset:
+    """The CT Image attributes a scanner sends, without the per-instance ones: the tests'
+    minimal CT header with what a real scanner adds (equipment, geometry, windowing)."""
+    return ct_header(
+        study_uid=study_uid, series_uid=series_uid, rows=rows, columns=columns,
+        SpecificCharacterSet="ISO_IR 192", ImageType=["ORIGINAL", "PRIMARY", "AXIAL"],
+        StudyDate=STUDY_DATE, SeriesDate=STUDY_DATE, AcquisitionDate=STUDY_DATE,
+        ContentDate=STUDY_DATE, StudyTime="101500", SeriesTime="101500",
+        AccessionNumber=accession, Manufacturer="BENCH", InstitutionName="Kyiv City Hospital 1",
+        ReferringPhysicianName="Bondarenko^Oleh", StationName="CT_SCANNER_1",
+        StudyDescription="CT head and neck", SeriesDescription="Axial 1.0",
+        PatientName=MODALITY_PATIENT_NAME, PatientID=MODALITY_PATIENT_ID,
+        PatientBirthDate="19850315", PatientSex="F", BodyPartExamined="HEAD",
+        SliceThickness="1.0", KVP="120", PatientPosition="HFS", SeriesNumber=2,
+        FrameOfReferenceUID=frame_uid, ImageOrientationPatient=[1, 0, 0, 0, 1, 0],
+        PixelSpacing=["0.488281", "0.488281"], WindowCenter="40", WindowWidth="400",
+        RescaleIntercept="-1024", RescaleSlope="1",
+    )
 
 
 def write_ct_study(folder: Path, count: int, *, accession: str, seed: int = 0,
@@ -126,8 +97,8 @@ def write_ct_study(folder: Path, count: int, *, accession: str, seed: int = 0,
     """``count`` CT slices of one series, as Part 10 files (explicit VR little endian)."""
     folder.mkdir(parents=True, exist_ok=True)
     study_uid, series_uid, frame_uid = new_uid(), new_uid(), new_uid()
-    ds = ct_header(study_uid=study_uid, series_uid=series_uid, frame_uid=frame_uid,
-                   accession=accession, rows=rows, columns=columns)
+    ds = scanner_header(study_uid=study_uid, series_uid=series_uid, frame_uid=frame_uid,
+                        accession=accession, rows=rows, columns=columns)
     pixels = pixel_block(rows, columns, seed)
     files: list[Path] = []
     uids: list[str] = []
@@ -140,7 +111,7 @@ def write_ct_study(folder: Path, count: int, *, accession: str, seed: int = 0,
         ds.SliceLocation = f"{-number * 1.0:.1f}"
         # Every slice differs (its number in the first pixels), as real slices do.
         ds.PixelData = struct.pack("<I", number) + pixels[4:]
-        ds.file_meta = _file_meta(CTImageStorage, sop_uid)
+        ds.file_meta = part10_meta(CTImageStorage, sop_uid)
         path = folder / f"ct{number:05d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         files.append(path)
@@ -170,8 +141,8 @@ def write_large_multiframe(path: Path, target_bytes: int, *, accession: str,
     if length >= 0xFFFFFFFF:
         raise ValueError("an uncompressed Pixel Data element is limited to 4 GiB")
     study_uid, sop_uid = new_uid(), new_uid()
-    ds = ct_header(study_uid=study_uid, series_uid=new_uid(), frame_uid=new_uid(),
-                   accession=accession, rows=rows, columns=columns)
+    ds = scanner_header(study_uid=study_uid, series_uid=new_uid(), frame_uid=new_uid(),
+                        accession=accession, rows=rows, columns=columns)
     ds.SOPClassUID = MULTIFRAME_WORD_SC
     ds.ImageType = ["DERIVED", "SECONDARY"]
     ds.ConversionType = "WSD"
@@ -180,7 +151,7 @@ def write_large_multiframe(path: Path, target_bytes: int, *, accession: str,
     ds.NumberOfFrames = frames
     ds.FrameIncrementPointer = 0x00181063  # Frame Time
     ds.FrameTime = "33.3"
-    ds.file_meta = _file_meta(MULTIFRAME_WORD_SC, sop_uid)
+    ds.file_meta = part10_meta(MULTIFRAME_WORD_SC, sop_uid)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as out:
         dcmwrite(out, ds, enforce_file_format=True)
@@ -266,8 +237,6 @@ def pynetdicom_send_timed(port: int, called_ae: str, files: Sequence[Path],
                           calling_ae: str = "BENCH") -> TimedSend:
     """One association, one C-STORE at a time, each timed. The files are streamed as they
     are (no decode), over a socket without Nagle's delay, as DCMTK sends."""
-    import socket
-
     from pydicom import dcmread
     from pynetdicom import AE, _config
 
@@ -280,9 +249,7 @@ def pynetdicom_send_timed(port: int, called_ae: str, files: Sequence[Path],
     assoc = ae.associate("127.0.0.1", port, ae_title=called_ae)
     if not assoc.is_established:
         raise RuntimeError(f"association with {called_ae} on port {port} not established")
-    sock = getattr(assoc.dul.socket, "socket", None)
-    if sock is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    no_delay(assoc)
     latencies: list[float] = []
     failures: list[str] = []
     try:
@@ -299,11 +266,6 @@ def pynetdicom_send_timed(port: int, called_ae: str, files: Sequence[Path],
     return TimedSend(tuple(latencies), tuple(failures))
 
 
-def percentile(values: Sequence[float], percent: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(percent / 100 * (len(ordered) - 1)))]
-
-
 # --- the reference receiver: a bare pynetdicom SCP ---------------------------------------
 
 def run_bare_scp(port: int, out: Path, chunked: bool) -> None:
@@ -312,8 +274,6 @@ def run_bare_scp(port: int, out: Path, chunked: bool) -> None:
     Set up as the bridge's server is (TCP_NODELAY, 16 associations), plus the fastest
     settings measured here (docs: shared/reference/dicom.md): no PDU size limit, and with
     ``chunked`` the data set streamed to a temporary file that is renamed into place."""
-    import socket
-
     from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
     from pynetdicom.dimse_primitives import C_STORE
     from pynetdicom.events import Event
@@ -321,10 +281,8 @@ def run_bare_scp(port: int, out: Path, chunked: bool) -> None:
     _config.STORE_RECV_CHUNKED_DATASET = chunked
     out.mkdir(parents=True, exist_ok=True)
 
-    def no_delay(event: Event) -> None:
-        sock = getattr(event.assoc.dul.socket, "socket", None)
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def on_open(event: Event) -> None:
+        no_delay(event.assoc)
 
     def store(event: Event) -> int:
         request = cast(C_STORE, event.request)
@@ -341,7 +299,7 @@ def run_bare_scp(port: int, out: Path, chunked: bool) -> None:
     ae.maximum_pdu_size = 0
     ae.supported_contexts = AllStoragePresentationContexts
     ae.start_server(("127.0.0.1", port), block=True,
-                    evt_handlers=[(evt.EVT_CONN_OPEN, no_delay), (evt.EVT_C_STORE, store)])
+                    evt_handlers=[(evt.EVT_CONN_OPEN, on_open), (evt.EVT_C_STORE, store)])
 
 
 @contextmanager
@@ -355,11 +313,7 @@ def bare_scp(out: Path, *, chunked: bool = False) -> Iterator[int]:
         wait_for_port(port, 30, proc)
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, 10)
 
 
 # --- the MIS side: an order the study is reconciled against -------------------------------

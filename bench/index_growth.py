@@ -21,8 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,14 +31,17 @@ from sqlalchemy import Connection, Engine, Table, func, insert, select, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import DEFAULT_PG, bridge_process, machine, postgres_schema
-from bench._dicom_data import (
-    UID_PREFIX,
+from bench._common import (
+    add_common_options,
+    bridge_process,
+    log,
+    machine,
     percentile,
-    pynetdicom_send_timed,
-    schedule_order,
-    write_ct_study,
+    postgres_url,
+    print_header,
+    scratch_database,
 )
+from bench._dicom_data import UID_PREFIX, pynetdicom_send_timed, schedule_order, write_ct_study
 from bridge.store.archive_models import Instance, Series, Study
 from bridge.store.db import make_engine
 from bridge.store.migrate import upgrade
@@ -201,15 +203,6 @@ class Synthesiser:
 
 # --- measuring ----------------------------------------------------------------------------
 
-@contextmanager
-def database(args: argparse.Namespace, workdir: Path) -> Iterator[str]:
-    if not args.postgres:
-        yield f"sqlite:///{workdir / 'var' / 'bridge.db'}"
-        return
-    with postgres_schema(args.postgres_url) as url:
-        yield url
-
-
 def measure(url: str, workdir: Path, size: int, insert_seconds: float,
             args: argparse.Namespace, log: Callable[[str], None]) -> Stats:
     data = workdir / "data" / str(size)
@@ -250,19 +243,14 @@ def main() -> int:
     parser.add_argument("--per-study", type=int, default=100,
                         help="synthesised instances per study")
     parser.add_argument("--rows", type=int, default=512, help="rows and columns of the CT")
-    parser.add_argument("--postgres", action="store_true", help="PostgreSQL instead of SQLite")
-    parser.add_argument("--postgres-url", default=DEFAULT_PG)
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_common_options(parser, postgres_help="PostgreSQL instead of SQLite")
     args = parser.parse_args()
-
-    def log(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
 
     log(machine())
     sizes = sorted(int(s) for s in args.sizes.split(",") if s)
     results: list[Stats] = []
     with tempfile.TemporaryDirectory(prefix="index-growth-") as tmp, \
-            database(args, Path(tmp)) as url:
+            scratch_database(Path(tmp) / "var" / "bridge.db", postgres_url(args)) as url:
         engine = make_engine(url)
         upgrade(engine)
         synthesiser = Synthesiser(engine, args.per_study)
@@ -287,8 +275,7 @@ def main() -> int:
         db = "PostgreSQL" if args.postgres else "SQLite"
         header = (f"{'database':10} {'indexed':>9} {'objects':>7} {'p50':>9} {'p95':>9} "
                   f"{'mean':>9} {'obj/s':>7} {'stored':>9} {'synth s':>8}")
-        print(header)
-        print("-" * len(header))
+        print_header(header)
         for r in results:
             print(f"{db:10} {r.indexed:>9} {r.objects:>7} {r.p50_ms:>7.2f}ms "
                   f"{r.p95_ms:>7.2f}ms {r.mean_ms:>7.2f}ms {r.per_second:>7.1f} "

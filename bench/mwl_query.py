@@ -19,7 +19,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,7 +38,17 @@ from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import bridge_process, postgres_schema
+from bench._common import (
+    bridge_process,
+    free_port,
+    log,
+    no_delay,
+    percentile,
+    print_header,
+    scratch_database,
+    stop_process,
+    wait_for_port,
+)
 from bridge.mapping.worklist_dataset import ResponseOptions, build_identifier
 from bridge.mapping.worklist_query import parse_worklist_query
 from bridge.services.worklist import find_worklist
@@ -110,7 +119,7 @@ def run_queries(port: int, called_ae: str, plan: BulkPlan, kind: str, count: int
         assoc = client.associate("127.0.0.1", port, ae_title=called_ae)
         if not assoc.is_established:
             raise RuntimeError(f"{server}: association failed")
-        _no_delay(assoc)
+        no_delay(assoc)
         sent = time.perf_counter()
         responses = list(assoc.send_c_find(query, MWL))
         found = time.perf_counter()
@@ -122,31 +131,8 @@ def run_queries(port: int, called_ae: str, plan: BulkPlan, kind: str, count: int
         finds.append((found - sent) * 1000)
         totals.append((done - start) * 1000)
         matches.append(len(responses) - 1)
-    return Stats(server, plan.steps, kind, statistics.mean(matches), _pct(finds, 50),
-                 _pct(finds, 95), _pct(totals, 50), _pct(totals, 95))
-
-
-def _no_delay(assoc: Any) -> None:
-    """Disable Nagle on the client socket, as DCMTK (and most modalities) do: pynetdicom
-    sends command and data set as two PDUs, and the second would wait ~40 ms for an ACK."""
-    sock = getattr(assoc.dul.socket, "socket", None)
-    if sock is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def _pct(values: list[float], percent: int) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(percent / 100 * (len(ordered) - 1)))]
-
-
-@contextmanager
-def database(url: str | None, workdir: Path) -> Iterator[str]:
-    """SQLite in ``workdir`` by default; a throw-away schema on PostgreSQL."""
-    if not url:
-        yield f"sqlite:///{workdir / 'bridge.db'}"
-        return
-    with postgres_schema(url) as schema_url:
-        yield schema_url
+    return Stats(server, plan.steps, kind, statistics.mean(matches), percentile(finds, 50),
+                 percentile(finds, 95), percentile(totals, 50), percentile(totals, 95))
 
 
 def write_wl_files(session_factory: Any, folder: Path) -> int:
@@ -177,33 +163,14 @@ def write_wl_files(session_factory: Any, folder: Path) -> int:
 
 @contextmanager
 def wlmscpfs(data_dir: Path) -> Iterator[int]:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(["wlmscpfs", "-dfp", str(data_dir), "-dfr", "-csk", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        _wait_for_port(port, proc)
+        wait_for_port(port, 10, proc)
         yield port
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"wlmscpfs exited: {proc.stderr.read() if proc.stderr else ''!r}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError("wlmscpfs did not start")
+        stop_process(proc, 10)
 
 
 KINDS = ("station+date", "modality+date", "patient id")
@@ -213,7 +180,7 @@ def bench_size(size: int, args: argparse.Namespace, log: Callable[[str], None]) 
     results: list[Stats] = []
     plan = BulkPlan(steps=size)
     with tempfile.TemporaryDirectory(prefix="mwl-bench-") as tmp, \
-            database(args.database_url, Path(tmp)) as url:
+            scratch_database(Path(tmp) / "bridge.db", args.database_url) as url:
         engine = make_engine(url)
         upgrade(engine)
         started = time.perf_counter()
@@ -263,8 +230,7 @@ def print_table(results: list[Stats], summary: dict[str, Any]) -> None:
     by_key = {(r.server, r.size, r.query): r for r in results}
     header = (f"{'server':9} {'steps':>7} {'query':14} {'hits':>6} {'find p50':>9} "
               f"{'find p95':>9} {'total p50':>10} {'total p95':>10} {'bridge/wlm p50':>15}")
-    print(header)
-    print("-" * len(header))
+    print_header(header)
     for r in results:
         ratio = ""
         wlm = by_key.get(("wlmscpfs", r.size, r.query))
@@ -290,9 +256,6 @@ def main() -> int:
                         help="PostgreSQL URL (a schema is created and dropped); default SQLite")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args()
-
-    def log(message: str) -> None:
-        print(message, file=sys.stderr)
 
     results: list[Stats] = []
     for size in (int(s) for s in args.sizes.split(",") if s):

@@ -34,7 +34,15 @@ from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import DEFAULT_PG, ROOT, bridge_process, machine, postgres_schema
+from bench._common import (
+    ROOT,
+    add_common_options,
+    bridge_process,
+    log,
+    machine,
+    postgres_schema,
+    print_header,
+)
 from bench._dicom_data import (
     StudyFiles,
     bare_scp,
@@ -254,8 +262,7 @@ def print_table(rows: list[Row], summary: list[dict[str, object]]) -> None:
     by_key = {(r.target, r.associations): r for r in rows}
     header = (f"{'receiver':28} {'assoc':>5} {'objects':>7} {'MB':>7} {'seconds':>8} "
               f"{'obj/s':>7} {'MB/s':>7} {'stored':>14} {'vs bare':>8} {'vs Orthanc':>10}")
-    print(header)
-    print("-" * len(header))
+    print_header(header)
     for row in sorted(rows, key=lambda r: (r.associations, r.target)):
         ratios = []
         for other in (BARE, ORTHANC):
@@ -282,14 +289,9 @@ def main() -> int:
                         help="comma-separated association counts (storescu processes)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="studies per association count; the fastest run is reported")
-    parser.add_argument("--postgres", action="store_true", help="also the bridge on PostgreSQL")
-    parser.add_argument("--postgres-url", default=DEFAULT_PG)
     parser.add_argument("--skip-orthanc", action="store_true")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_common_options(parser, postgres_help="also the bridge on PostgreSQL")
     args = parser.parse_args()
-
-    def log(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
 
     log(machine())
     rows = best(run(args, log))

@@ -21,8 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,7 +28,15 @@ from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import DEFAULT_PG, bridge_process, machine, postgres_schema
+from bench._common import (
+    add_common_options,
+    bridge_process,
+    log,
+    machine,
+    postgres_url,
+    print_header,
+    scratch_database,
+)
 from bench._dicom_data import (
     LargeObject,
     bare_scp,
@@ -72,18 +78,10 @@ def check_parses(obj: LargeObject) -> None:
         raise RuntimeError(f"dcmdump reads another frame count: {frames!r}")
 
 
-@contextmanager
-def database(args: argparse.Namespace, workdir: Path) -> Iterator[str]:
-    if not args.postgres:
-        yield f"sqlite:///{workdir / 'var' / 'bridge.db'}"
-        return
-    with postgres_schema(args.postgres_url) as url:
-        yield url
-
-
 def measure_bridge(obj: LargeObject, workdir: Path, args: argparse.Namespace) -> Result:
     label = "bridge, PostgreSQL" if args.postgres else "bridge, SQLite"
-    with database(args, workdir) as url, bridge_process(workdir / "var", url) as ports:
+    with scratch_database(workdir / "var" / "bridge.db", postgres_url(args)) as url, \
+            bridge_process(workdir / "var", url) as ports:
         pid = pid_listening_on(ports["dicom"])
         schedule_order(ports["mllp"], run="MEM1", accession=obj.accession,
                        study_uid=obj.study_uid)
@@ -132,13 +130,8 @@ def main() -> int:
     parser.add_argument("--megabytes", type=int, default=1024, help="size of the object (MiB)")
     parser.add_argument("--references", action="store_true",
                         help="also the bare pynetdicom SCP, in memory and chunked")
-    parser.add_argument("--postgres", action="store_true", help="the bridge on PostgreSQL")
-    parser.add_argument("--postgres-url", default=DEFAULT_PG)
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_common_options(parser, postgres_help="the bridge on PostgreSQL")
     args = parser.parse_args()
-
-    def log(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
 
     log(machine())
     results: list[Result] = []
@@ -164,8 +157,7 @@ def main() -> int:
     else:
         header = (f"{'receiver':28} {'object MB':>9} {'seconds':>8} {'MB/s':>7} "
                   f"{'RSS before':>10} {'peak RSS':>9} {'limit':>6}  stored")
-        print(header)
-        print("-" * len(header))
+        print_header(header)
         for r in results:
             print(f"{r.receiver:28} {r.object_mb:>9.0f} {r.seconds:>8.2f} "
                   f"{r.object_mb / r.seconds if r.seconds else 0:>7.1f} "

@@ -8,22 +8,17 @@ from typing import Any
 
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 UID_ROOT = "1.2.826.0.1.3680043.10.1137.77."
 
 
-def ct_slice(*, study_uid: str, series_uid: str | None = None, number: int = 1,
-             rows: int = 16, columns: int = 16, **attributes: Any) -> Dataset:
-    """A CT Image Storage object. ``attributes`` are keywords (``PatientName="A^B"``); a
-    ``bytes`` value is written raw (undeclared 8-bit text), with the VR the keyword has."""
+def ct_header(*, study_uid: str, series_uid: str | None = None, rows: int = 16,
+              columns: int = 16, **attributes: Any) -> Dataset:
+    """The CT Image attributes one series shares: no SOP Instance UID, file meta, instance
+    number or pixel data. ``attributes`` as for :func:`ct_slice`."""
     ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = generate_uid(prefix=UID_ROOT)
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.StudyInstanceUID = study_uid
     ds.SeriesInstanceUID = series_uid or generate_uid(prefix=UID_ROOT)
     ds.Modality = "CT"
@@ -36,15 +31,41 @@ def ct_slice(*, study_uid: str, series_uid: str | None = None, number: int = 1,
     ds.StudyTime = "093000"
     ds.StudyID = "1"
     ds.SeriesNumber = 1
-    ds.InstanceNumber = number
     ds.ReferringPhysicianName = ""
     ds.Rows, ds.Columns = rows, columns
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
     ds.PixelRepresentation = 0
+    _set(ds, attributes)
+    return ds
+
+
+def ct_slice(*, study_uid: str, series_uid: str | None = None, number: int = 1,
+             rows: int = 16, columns: int = 16, **attributes: Any) -> Dataset:
+    """A CT Image Storage object. ``attributes`` are keywords (``PatientName="A^B"``); a
+    ``bytes`` value is written raw (undeclared 8-bit text), with the VR the keyword has;
+    ``None`` removes the attribute."""
+    ds = ct_header(study_uid=study_uid, series_uid=series_uid, rows=rows, columns=columns)
+    ds.SOPInstanceUID = generate_uid(prefix=UID_ROOT)
+    ds.file_meta = part10_meta(ds.SOPClassUID, ds.SOPInstanceUID)
+    ds.InstanceNumber = number
     ds.PixelData = array("H", ((i * (number + 1)) % 4096 for i in range(rows * columns))
                          ).tobytes()
+    _set(ds, attributes)
+    return ds
+
+
+def part10_meta(sop_class: str, sop_instance: str) -> FileMetaDataset:
+    """File meta for an object written in Explicit VR Little Endian."""
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance)
+    return meta
+
+
+def _set(ds: Dataset, attributes: dict[str, Any]) -> None:
     for keyword, value in attributes.items():
         if isinstance(value, bytes):
             template = Dataset()
@@ -56,7 +77,6 @@ def ct_slice(*, study_uid: str, series_uid: str | None = None, number: int = 1,
                 delattr(ds, keyword)
         else:
             setattr(ds, keyword, value)
-    return ds
 
 
 def write_series(folder: Path, count: int, *, study_uid: str | None = None,

@@ -21,7 +21,7 @@ from pydicom.tag import Tag
 
 from bridge.mapping.archive_query import Level
 from bridge.mapping.dicom_text import UTF8_TERM
-from bridge.mapping.worklist_dataset import ResponseOptions, _text
+from bridge.mapping.worklist_dataset import ResponseOptions, response_value
 from bridge.mapping.worklist_query import ReturnKey
 
 
@@ -178,7 +178,7 @@ def build_find_response(
             continue
         else:
             value = known[key.tag]
-        ds.add_new(key.tag, key.vr, _text(_empty_as_none(value), key.vr, options))
+        ds.add_new(key.tag, key.vr, response_value(_empty_as_none(value), key.vr, options))
     if not options.latin_only and _has_non_ascii(ds):
         ds.SpecificCharacterSet = UTF8_TERM
     return ds

@@ -31,14 +31,14 @@ from bridge.mapping.worklist_query import (
     Range,
     ReturnKey,
     TextMatch,
-    _is_empty,
-    _name_match,
-    _single,
-    _text_match,
-    _values,
+    element_values,
+    first_value,
+    is_empty,
+    name_match,
     parse_date_range,
     parse_time_range,
     return_keys,
+    text_match,
 )
 
 
@@ -173,12 +173,12 @@ def parse_find_identifier(
     ignored: list[str] = []
     for elem in identifier:
         keyword = elem.keyword
-        if elem.tag in (SPECIFIC_CHARACTER_SET, QUERY_RETRIEVE_LEVEL) or _is_empty(elem):
+        if elem.tag in (SPECIFIC_CHARACTER_SET, QUERY_RETRIEVE_LEVEL) or is_empty(elem):
             continue
         if keyword == "PatientName":
-            fields["patient_name"] = _name_match(elem, recode)
+            fields["patient_name"] = name_match(elem, recode)
         elif keyword in _TEXT_KEYS:
-            fields[_TEXT_KEYS[keyword]] = _text_match(elem, recode)
+            fields[_TEXT_KEYS[keyword]] = text_match(elem, recode)
         elif keyword in _UID_KEYS:
             fields[_UID_KEYS[keyword]] = uid_list(elem)
         elif keyword in _NUMBER_KEYS:
@@ -257,28 +257,28 @@ def require_unique_keys_above(identifier: Dataset, model: Model, level: Level) -
 
 def uid_list(elem: DataElement) -> tuple[str, ...]:
     """List of UID matching: the values, without padding; ``*`` alone is universal."""
-    values = tuple(v for v in (str(v).strip(" \x00") for v in _values(elem)) if v)
+    values = tuple(v for v in (str(v).strip(" \x00") for v in element_values(elem)) if v)
     return () if values == ("*",) else values
 
 
 def _single_value(elem: DataElement) -> str:
-    values = _values(elem)
+    values = element_values(elem)
     if len(values) > 1:
         return "\\"  # a list where one value is required: refused by the caller
-    return _single(elem).strip()
+    return first_value(elem).strip()
 
 
 def _numbers(elem: DataElement) -> tuple[int, ...]:
     """IS keys: single value or list matching on the numbers."""
     try:
-        return tuple(int(str(v).strip()) for v in _values(elem) if str(v).strip())
+        return tuple(int(str(v).strip()) for v in element_values(elem) if str(v).strip())
     except ValueError:  # from the text, or from pydicom decoding the received value
         raise MappingFailed(f"{elem.keyword} must hold integers",
                             location=elem.keyword) from None
 
 
 def _range(elem: DataElement, parse: Callable[[str], Range]) -> Range | None:
-    text = _single(elem).strip()
+    text = first_value(elem).strip()
     if not text or text == "*":
         return None
     try:

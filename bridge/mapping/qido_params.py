@@ -30,10 +30,10 @@ from bridge.mapping.archive_query import ArchiveQuery, Level
 from bridge.mapping.worklist_query import (
     Range,
     TextMatch,
-    _name_match,
-    _text_match,
+    name_match,
     parse_date_range,
     parse_time_range,
+    text_match,
 )
 
 #: The most results one answer holds; a bigger (or no) ``limit`` is cut to it, with a warning
@@ -217,7 +217,7 @@ def _parse_value(key: _Key, keyword: str, given: list[str], name: str) -> object
         if key.kind is _Kind.NAME:
             if len(given) > 1:
                 raise Rejected(f"{name} takes one value", location=name)
-            return _name_match(DataElement(tag, vr, given[0]), None)
+            return name_match(DataElement(tag, vr, given[0]), None)
         if key.kind is _Kind.CODE:
             given = [v for value in given for v in value.split(",")]
         return _text(tag, vr, given)
@@ -227,10 +227,10 @@ def _parse_value(key: _Key, keyword: str, given: list[str], name: str) -> object
 
 def _text(tag: int, vr: str, given: list[str]) -> TextMatch | None:
     if len(given) == 1:
-        return _text_match(DataElement(tag, vr, given[0]), None)
+        return text_match(DataElement(tag, vr, given[0]), None)
     # Several values: list matching (a wild card in a list is taken literally, as in C-FIND).
     values = [v for value in given for v in value.split("\\")]
-    return _text_match(DataElement(tag, vr, "\\".join(values)), None)
+    return text_match(DataElement(tag, vr, "\\".join(values)), None)
 
 
 def _uids(given: list[str], name: str) -> tuple[str, ...]:

@@ -197,7 +197,7 @@ def _fill(
                 items.append(item)
             ds.add_new(key.tag, "SQ", items)
         elif spec is not None and key.vr != "SQ":
-            value = _text(spec(context), key.vr, options)
+            value = response_value(spec(context), key.vr, options)
             if value is not None or not skip_empty:
                 ds.add_new(key.tag, key.vr, value)
         elif not skip_empty:
@@ -212,7 +212,9 @@ def _all_keys(known: Mapping[int, Getter | _Seq]) -> tuple[ReturnKey, ...]:
     )
 
 
-def _text(value: Any, vr: str, options: ResponseOptions) -> Any:
+def response_value(value: Any, vr: str, options: ResponseOptions) -> Any:
+    """A value as a response carries it: None when empty (the key is returned empty), and
+    transliterated to Latin for a peer that reads nothing else."""
     if value is None or value == "":
         return None
     if not isinstance(value, str) or not options.latin_only:

@@ -122,10 +122,10 @@ def parse_worklist_query(
         if elem.tag == SPS_SEQUENCE:
             _parse_sps(elem, fields, ignored, recode)
         elif keyword == "PatientName":
-            fields["patient_name"] = _name_match(elem, recode)
+            fields["patient_name"] = name_match(elem, recode)
         elif keyword in _TOP_LEVEL:
-            fields[_TOP_LEVEL[keyword]] = _text_match(elem, recode)
-        elif elem.tag != SPECIFIC_CHARACTER_SET and not _is_empty(elem):
+            fields[_TOP_LEVEL[keyword]] = text_match(elem, recode)
+        elif elem.tag != SPECIFIC_CHARACTER_SET and not is_empty(elem):
             ignored.append(keyword or str(elem.tag))
 
     fields["return_keys"] = return_keys(identifier)
@@ -172,16 +172,16 @@ def _parse_sps(
     item: Dataset = elem.value[0]
     date_elem = item.get(_START_DATE)
     time_elem = item.get(_START_TIME)
-    if date_elem is not None and not _is_empty(date_elem):
-        fields["start_date"] = parse_date_range(_single(date_elem))
-    if time_elem is not None and not _is_empty(time_elem):
-        fields["start_time"] = parse_time_range(_single(time_elem))
+    if date_elem is not None and not is_empty(date_elem):
+        fields["start_date"] = parse_date_range(first_value(date_elem))
+    if time_elem is not None and not is_empty(time_elem):
+        fields["start_time"] = parse_time_range(first_value(time_elem))
     for sub in item:
         if sub.keyword in _IN_SPS:
-            fields[_IN_SPS[sub.keyword]] = _text_match(sub, recode)
+            fields[_IN_SPS[sub.keyword]] = text_match(sub, recode)
         elif sub.keyword not in (
             "ScheduledProcedureStepStartDate", "ScheduledProcedureStepStartTime"
-        ) and not _is_empty(sub):
+        ) and not is_empty(sub):
             ignored.append(sub.keyword or str(sub.tag))
 
 
@@ -225,8 +225,11 @@ def _split_range(value: str) -> tuple[str | None, str | None]:
     return (lower.strip() or None), (upper.strip() or None)
 
 
-def _text_match(elem: DataElement, recode: str | None) -> TextMatch | None:
-    values = [v for v in (_recode(str(v), recode).strip() for v in _values(elem)) if v]
+def text_match(elem: DataElement, recode: str | None) -> TextMatch | None:
+    """A text key's matching: None (universal) when empty or ``*``, wild card matching for
+    one value with ``*``/``?``, else single value or list matching. ``recode`` is the codec
+    for text sent without Specific Character Set (see :func:`parse_worklist_query`)."""
+    values = [v for v in (_recode(str(v), recode).strip() for v in element_values(elem)) if v]
     if not values:
         return None
     if len(values) == 1 and ("*" in values[0] or "?" in values[0]):
@@ -236,13 +239,13 @@ def _text_match(elem: DataElement, recode: str | None) -> TextMatch | None:
     return TextMatch(values=tuple(values))
 
 
-def _name_match(elem: DataElement, recode: str | None) -> TextMatch | None:
+def name_match(elem: DataElement, recode: str | None) -> TextMatch | None:
     """PN matching is case-insensitive here (in every script): the value is case-folded
     like ``patients.name_search``. Of a multi-group name only the first group is used, and
     trailing empty components are dropped (``SMITH^^`` is ``SMITH``)."""
-    if _is_empty(elem):
+    if is_empty(elem):
         return None
-    raw = _recode(str(_single(elem)), recode)
+    raw = _recode(str(first_value(elem)), recode)
     group = next((g for g in raw.split("=") if g.strip("^ ")), "")
     name = group.rstrip("^ ").casefold()
     if not name or set(name) == {"*"}:
@@ -252,7 +255,8 @@ def _name_match(elem: DataElement, recode: str | None) -> TextMatch | None:
     return TextMatch(values=(name,))
 
 
-def _values(elem: DataElement) -> list[object]:
+def element_values(elem: DataElement) -> list[object]:
+    """An element's values as a list: none when empty, one, or each of a multi-value."""
     if elem.value is None or elem.value == "":
         return []
     if isinstance(elem.value, MultiValue | list | tuple):
@@ -260,13 +264,15 @@ def _values(elem: DataElement) -> list[object]:
     return [elem.value]
 
 
-def _single(elem: DataElement) -> str:
-    values = _values(elem)
+def first_value(elem: DataElement) -> str:
+    """An element's first value as text (``""`` when empty)."""
+    values = element_values(elem)
     # A DA/TM range never holds a backslash; a multi-valued one is taken as its first value.
     return str(values[0]) if values else ""
 
 
-def _is_empty(elem: DataElement) -> bool:
+def is_empty(elem: DataElement) -> bool:
+    """No value: a key sent for universal matching (a sequence: no item, or empty ones)."""
     if elem.VR == "SQ":
         return not elem.value or all(len(item) == 0 for item in elem.value)
     return elem.value is None or elem.value == "" or elem.value == b""

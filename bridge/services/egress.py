@@ -215,7 +215,7 @@ def egress_dataset(
     transfer syntax is the file's), for pynetdicom's C-STORE sub-operations and forwarding.
     An object nothing changes is returned as read (its elements still raw)."""
     dataset = dcmread(archive_root / instance.path)
-    _patch(dataset, instance, subject, now)
+    apply_mis_values(dataset, instance, subject, now)
     return dataset
 
 
@@ -247,10 +247,10 @@ def egress_stream(
         if not _at_tail(fp, offset, size, header):
             fp.seek(0)
             return _whole(fp, size, instance, subject, chunk_size, now)
-        if not _patch(header, instance, subject, now):
+        if not apply_mis_values(header, instance, subject, now):
             return EgressStream(fp, head=b"", tail_offset=0, size=size,
                                 chunk_size=chunk_size, changed=False)
-        head = _encode(header)
+        head = encode_part10(header)
         return EgressStream(fp, head=head, tail_offset=offset,
                             size=len(head) + size - offset, chunk_size=chunk_size, changed=True)
     except BaseException:
@@ -302,8 +302,9 @@ class EgressStream(Iterator[bytes]):
         self.close()
 
 
-def _patch(dataset: Dataset, instance: StoredObject, subject: SubjectValues | None,
-           now: datetime | None) -> bool:
+def apply_mis_values(dataset: Dataset, instance: StoredObject, subject: SubjectValues | None,
+                     now: datetime | None = None) -> bool:
+    """Patch a stored object's header read with ``dcmread`` in place; whether it changed."""
     return patch_header(
         dataset,
         subject,
@@ -317,11 +318,11 @@ def _whole(fp: BinaryIO, size: int, instance: StoredObject, subject: SubjectValu
            chunk_size: int, now: datetime | None) -> EgressStream:
     """The fallback: read the whole object; stream the file as is when nothing changes."""
     dataset = dcmread(fp)
-    if not _patch(dataset, instance, subject, now):
+    if not apply_mis_values(dataset, instance, subject, now):
         return EgressStream(fp, head=b"", tail_offset=0, size=size,
                             chunk_size=chunk_size, changed=False)
     fp.close()
-    data = _encode(dataset)
+    data = encode_part10(dataset)
     return EgressStream(None, head=data, tail_offset=0, size=len(data),
                         chunk_size=chunk_size, changed=True)
 
@@ -339,8 +340,8 @@ def _at_tail(fp: BinaryIO, offset: int, size: int, header: Dataset) -> bool:
     return len(raw) == 4 and tag in _PIXEL_TAGS
 
 
-def _encode(dataset: Dataset) -> bytes:
-    """Preamble, file meta and data set, encoded in the stored transfer syntax."""
+def encode_part10(dataset: Dataset) -> bytes:
+    """Preamble, file meta and data set, encoded in the transfer syntax of its file meta."""
     buffer = io.BytesIO()
     dcmwrite(buffer, dataset, enforce_file_format=True)
     return buffer.getvalue()

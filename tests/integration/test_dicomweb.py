@@ -33,7 +33,7 @@ from bridge.store.archive_models import Instance, Study
 from bridge.store.models import Patient
 from tests.conftest import require_tool
 from tests.dicom_factories import UID_ROOT, ct_slice
-from tests.integration.test_http_api import Api, _make_tokens, serve
+from tests.http_harness import Api, running_api
 from tests.orthanc_peer import DICOMWEB_PLUGIN, running_orthanc
 from tests.worklist_factories import add_order, add_patient
 
@@ -55,9 +55,8 @@ def app(settings: Settings, session_factory: sessionmaker[Session]) -> FastAPI:
 
 @pytest.fixture
 def api(app: FastAPI, session_factory: sessionmaker[Session]) -> Iterator[Api]:
-    tokens = _make_tokens(session_factory)
-    with serve(app) as url:
-        yield Api(url, tokens, session_factory)
+    with running_api(app, session_factory) as served:
+        yield served
 
 
 def part10(ds: Dataset) -> bytes:
@@ -223,10 +222,12 @@ def test_stow_refuses_bodies_it_cannot_read(api: Api, settings: Settings) -> Non
     assert not_multipart.status_code == 415
     assert json_parts.status_code == 415
     assert set(not_multipart.json()) == {"error", "detail", "location"}
+    assert not_multipart.json()["error"] == "unsupported_media_type"
     assert no_boundary.status_code == 400
     assert no_boundary.json()["location"] == "Content-Type"
     assert wrong_boundary.status_code == 400
     assert xml.status_code == 406
+    assert xml.json()["error"] == "not_acceptable"
     assert truncated.status_code == 409  # the one part was cut off: reported, not stored
     assert values(values(truncated.json(), "00081198")[0], "00081197") == [0xC000]
     with api.session_factory() as session:

@@ -10,13 +10,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import create_engine, select
@@ -27,9 +24,10 @@ from bridge.config import Settings
 from bridge.errors import ANSWERS
 from bridge.mapping.tables import load_hl7_tables
 from bridge.services.hl7_ingest import HL7Ingest
-from bridge.services.tokens import create_token, revoke_token
+from bridge.services.tokens import revoke_token
 from bridge.store.models import ApiToken, HL7Message, Order, ProcedureStep
-from tests.conftest import free_port, hl7_fixture
+from tests.conftest import hl7_fixture
+from tests.http_harness import Api, make_tokens, running_api, serve
 
 pytestmark = pytest.mark.integration
 
@@ -37,47 +35,6 @@ SECRET_NAME = "Ґалаґан^Олена"  # stands for PHI that must never leak
 
 
 # ------------------------------------------------------------------------------ fixtures
-
-
-@contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    """Run ``app`` in uvicorn on a free port in a thread; yield its base URL; stop it after."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(
-        app, host="127.0.0.1", port=port, lifespan="off", log_config=None, log_level="warning",
-    ))
-    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        assert not thread.is_alive(), "uvicorn did not stop"
-
-
-@dataclass
-class Api:
-    url: str
-    tokens: dict[str, str]
-    session_factory: sessionmaker[Session]
-
-    def client(self, role: str | None = None, token: str | None = None) -> httpx.Client:
-        token = token or (self.tokens[role] if role else None)
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
-
-
-def _make_tokens(session_factory: sessionmaker[Session]) -> dict[str, str]:
-    with session_factory() as session, session.begin():
-        return {role: create_token(session, role=role, name=f"test {role}")
-                for role in ("viewer", "integration", "admin")}
 
 
 @pytest.fixture
@@ -95,9 +52,8 @@ def app(settings: Settings, session_factory: sessionmaker[Session],
 
 @pytest.fixture
 def api(app: FastAPI, session_factory: sessionmaker[Session]) -> Iterator[Api]:
-    tokens = _make_tokens(session_factory)
-    with serve(app) as url:
-        yield Api(url, tokens, session_factory)
+    with running_api(app, session_factory) as served:
+        yield served
 
 
 # -------------------------------------------------------------------- health and auth
@@ -292,7 +248,7 @@ def test_reprocess_runs_failed_messages_again(api: Api) -> None:
 
 def test_reprocess_without_intake_is_503(settings: Settings,
                                          session_factory: sessionmaker[Session]) -> None:
-    tokens = _make_tokens(session_factory)
+    tokens = make_tokens(session_factory)
     message_id = _log_message(session_factory, status="error")
     with serve(create_app(settings, session_factory)) as url, httpx.Client(
         base_url=url, headers={"Authorization": f"Bearer {tokens['integration']}"}

@@ -256,23 +256,23 @@ def test_requeue_resets_the_job_and_is_audited(session_factory: sessionmaker[Ses
     job = claim_one(session_factory, T0)
     assert job is not None
     with session_factory() as session, session.begin(), pytest.raises(Conflict):
-        queue.requeue(session, job_id, "token:1")  # still running
+        queue.requeue(session, job_id, "token 1")  # still running
     with session_factory() as session, session.begin():
         queue.fail(session, job, error="bad", retryable=False, policy=POLICY, now=T0)
     later = T0 + timedelta(hours=1)
     with session_factory() as session, session.begin():
-        queue.requeue(session, job_id, "token:1", now=later)
+        queue.requeue(session, job_id, "token 1", now=later)
     row = job_row(session_factory, job_id)
     assert (row.status, row.attempts, aware(row.next_attempt_at)) == ("pending", 0, later)
     with session_factory() as session:
         audit = session.execute(select(AuditRecord)).scalar_one()
         assert (audit.actor, audit.action, audit.entity, audit.entity_id) == (
-            "token:1", "requeue", "job", str(job_id))
+            "token 1", "requeue", "job", str(job_id))
         assert audit.details["status"] == "failed"
     retry = claim_one(session_factory, later)
     assert retry is not None and retry.attempt == 1
     with session_factory() as session, session.begin(), pytest.raises(NotFound):
-        queue.requeue(session, 999999, "token:1")
+        queue.requeue(session, 999999, "token 1")
 
 
 def test_requeue_all_failed_of_one_queue(session_factory: sessionmaker[Session]) -> None:
@@ -282,7 +282,7 @@ def test_requeue_all_failed_of_one_queue(session_factory: sessionmaker[Session])
         with session_factory() as session, session.begin():
             queue.fail(session, job, error="x", retryable=False, policy=POLICY, now=T0)
     with session_factory() as session, session.begin():
-        assert queue.requeue_failed(session, queue="q", actor="token:2") == ids[:2]
+        assert queue.requeue_failed(session, queue="q", actor="token 2") == ids[:2]
         assert queue.count_jobs(session, queue="q")["pending"] == 2
         assert queue.count_jobs(session, queue="other")["failed"] == 1
     with session_factory() as session:

@@ -17,9 +17,9 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.adapters.dicom.server import start_dicom_server
 from bridge.config import Settings
 from bridge.store.models import Order, PerformedProcedureStep, ProcedureStep
+from tests.dicom_harness import dicom_servers
 from tests.worklist_factories import schedule
 
 pytestmark = pytest.mark.integration
@@ -29,15 +29,14 @@ MPPS = ModalityPerformedProcedureStep
 
 @pytest.fixture
 def assoc(settings: Settings, session_factory: sessionmaker[Session]) -> Iterator[Association]:
-    server = start_dicom_server(settings, session_factory)
-    ae = AE(ae_title="CT1")
-    ae.add_requested_context(MPPS)
-    ae.add_requested_context(ModalityWorklistInformationFind)
-    association = ae.associate("127.0.0.1", server.port, ae_title="BRIDGE")
-    assert association.is_established
-    yield association
-    association.release()
-    server.shutdown()
+    with dicom_servers(settings, session_factory) as start:
+        ae = AE(ae_title="CT1")
+        ae.add_requested_context(MPPS)
+        ae.add_requested_context(ModalityWorklistInformationFind)
+        association = ae.associate("127.0.0.1", start().port, ae_title="BRIDGE")
+        assert association.is_established
+        yield association
+        association.release()
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from pydicom import dcmread
@@ -33,12 +33,7 @@ from sqlalchemy import Engine, event, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.adapters.dicom.qr_scp import query_retrieve_service
-from bridge.adapters.dicom.server import (
-    DEFAULT_SERVICES,
-    DicomServer,
-    start_dicom_server,
-    verification_service,
-)
+from bridge.adapters.dicom.server import DEFAULT_SERVICES, verification_service
 from bridge.adapters.dicom.service import DicomService
 from bridge.adapters.dicom.storage_scp import storage_service
 from bridge.config import DicomPeer, Settings
@@ -57,6 +52,7 @@ from tests.archive_factories import (
     bulk_studies,
 )
 from tests.conftest import free_port, require_tool
+from tests.dicom_harness import StartServer, c_find, c_find_cancelled, dicom_servers, findscu
 from tests.worklist_factories import add_order, add_patient
 
 pytestmark = pytest.mark.integration
@@ -70,7 +66,6 @@ STORAGE_ROLES = DicomService(
     sop_classes=tuple(str(cx.abstract_syntax) for cx in StoragePresentationContexts),
     role_selection=True,
 )
-StartServer = Callable[..., DicomServer]
 
 
 @dataclass(slots=True)
@@ -119,50 +114,17 @@ def archive(settings: Settings, session_factory: sessionmaker[Session]) -> Archi
 
 
 @pytest.fixture
-def start_server(
-    settings: Settings, session_factory: sessionmaker[Session]
-) -> Iterator[StartServer]:
-    servers: list[DicomServer] = []
-
-    def start(**overrides: Any) -> DicomServer:
-        server = start_dicom_server(
-            settings.model_copy(update=overrides), session_factory,
-            services=(verification_service, query_retrieve_service),
-            extra_services=(STORAGE_ROLES,),
-        )
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.shutdown()
-
-
-def findscu(port: int, model: str, keys: list[str], out: Path) -> list[Dataset]:
-    tool = require_tool("findscu")
-    out.mkdir()
-    args = [tool, model, "-aet", "FINDSCU", "-aec", "BRIDGE", "-X", "-od", str(out),
-            "127.0.0.1", str(port)]
-    for key in keys:
-        args += ["-k", key]
-    done = subprocess.run(args, capture_output=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stderr.decode(errors="replace")
-    return [dcmread(path) for path in sorted(out.glob("rsp*.dcm"))]
+def start_server(settings: Settings, session_factory: sessionmaker[Session]
+                 ) -> Iterator[StartServer]:
+    with dicom_servers(settings, session_factory,
+                       services=(verification_service, query_retrieve_service),
+                       extra_services=(STORAGE_ROLES,)) as start:
+        yield start
 
 
 def find(port: int, identifier: Dataset, model: str = STUDY_FIND) -> tuple[int, list[Dataset]]:
     """pynetdicom client: the final status and the pending identifiers."""
-    ae = AE(ae_title="FINDSCU")
-    ae.add_requested_context(model)
-    assoc = ae.associate("127.0.0.1", port, ae_title="BRIDGE")
-    assert assoc.is_established
-    try:
-        responses = list(assoc.send_c_find(identifier, model))
-    finally:
-        assoc.release()
-    *pending, (final, _) = responses
-    assert all(status.Status == 0xFF00 for status, _ in pending)
-    return int(final.Status), [ds for _, ds in pending if ds is not None]
+    return c_find(port, identifier, model, "FINDSCU")
 
 
 def identifier(level: str, **keys: Any) -> Dataset:
@@ -338,28 +300,30 @@ def test_c_cancel_stops_the_results(session_factory: sessionmaker[Session],
     with session_factory.begin() as s:
         bulk_studies(s, 400)
     port = start_server().port
-    ae = AE(ae_title="FINDSCU")
-    ae.add_requested_context(STUDY_FIND)
-    assoc = ae.associate("127.0.0.1", port, ae_title="BRIDGE")
-    assert assoc.is_established
-    try:
-        responses = assoc.send_c_find(identifier("STUDY", StudyInstanceUID=""), STUDY_FIND,
-                                      msg_id=9)
-        first, _ = next(responses)
-        assert first.Status == 0xFF00
-        assoc.send_c_cancel(9, query_model=STUDY_FIND)
-        rest = list(responses)
-    finally:
-        assoc.release()
-    assert rest[-1][0].Status == 0xFE00
+    first, rest = c_find_cancelled(port, identifier("STUDY", StudyInstanceUID=""), STUDY_FIND,
+                                   "FINDSCU")
+    assert first == 0xFF00
+    assert rest[-1] == 0xFE00
     assert len(rest) < 400
 
 
 # --- C-MOVE ----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class StoreScp:
+    port: int
+    #: Where it writes what it receives.
+    received: Path
+
+    def peer(self, ae_title: str = "STORESCP", role: Literal["scu", "scp", "both"] = "scp"
+             ) -> DicomPeer:
+        """A ``dicom_peers`` entry for it (by any AE title: storescp accepts every one)."""
+        return DicomPeer(ae_title=ae_title, host="127.0.0.1", port=self.port, role=role)
+
+
 @pytest.fixture
-def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+def storescp(tmp_path: Path) -> Iterator[StoreScp]:
     """DCMTK storescp as a C-MOVE destination, on a free port, stopped after the test."""
     tool = require_tool("storescp")
     port = free_port()
@@ -369,7 +333,7 @@ def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _wait_for_port(port, process)
-        yield port, received
+        yield StoreScp(port, received)
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -397,15 +361,13 @@ def movescu(port: int, destination: str, keys: list[str]) -> subprocess.Complete
 
 
 def test_movescu_sends_a_study_with_the_mis_values_to_a_known_peer(
-    archive: Archive, start_server: StartServer, storescp: tuple[int, Path]
+    archive: Archive, start_server: StartServer, storescp: StoreScp
 ) -> None:
-    store_port, received = storescp
-    port = start_server(dicom_peers=(
-        DicomPeer(ae_title="STORESCP", host="127.0.0.1", port=store_port, role="scp"),)).port
+    port = start_server(dicom_peers=(storescp.peer(),)).port
     done = movescu(port, "STORESCP", ["QueryRetrieveLevel=STUDY",
                                       f"StudyInstanceUID={archive.galagan.study_instance_uid}"])
     assert done.returncode == 0, done.stderr.decode(errors="replace")
-    files = [dcmread(path) for path in sorted(received.iterdir())]
+    files = [dcmread(path) for path in sorted(storescp.received.iterdir())]
     assert sorted(ds.SOPInstanceUID for ds in files) == sorted(
         i.sop_instance_uid for i in archive.galagan.instances)
     assert {(ds.PatientID, str(ds.PatientName), ds.AccessionNumber) for ds in files} == {
@@ -414,74 +376,65 @@ def test_movescu_sends_a_study_with_the_mis_values_to_a_known_peer(
 
 
 def test_movescu_to_an_unknown_destination_is_refused(
-    archive: Archive, start_server: StartServer, storescp: tuple[int, Path]
+    archive: Archive, start_server: StartServer, storescp: StoreScp
 ) -> None:
-    store_port, received = storescp
     # Known but not reachable as a destination (a modality: role scu), and unknown.
-    port = start_server(dicom_peers=(
-        DicomPeer(ae_title="MODALITY", host="127.0.0.1", port=store_port, role="scu"),)).port
+    port = start_server(dicom_peers=(storescp.peer("MODALITY", role="scu"),)).port
     for destination in ("MODALITY", "STRANGER"):
         done = movescu(port, destination, [
             "QueryRetrieveLevel=STUDY", f"StudyInstanceUID={archive.galagan.study_instance_uid}"])
         assert done.returncode != 0, destination
         assert b"MoveDestinationUnknown" in done.stderr, destination
-    assert list(received.iterdir()) == []
-    assert move_status(port, "STRANGER", archive.galagan.study_instance_uid) == 0xA801
+    assert list(storescp.received.iterdir()) == []
+    assert retrieve_status(port, archive.galagan.study_instance_uid,
+                           destination="STRANGER") == 0xA801
 
 
-def move_status(port: int, destination: str, study_uid: str, level: str = "STUDY") -> int:
-    ae = AE(ae_title="MOVESCU")
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+def retrieve_status(port: int, study_uid: str, *, level: str = "STUDY",
+                    destination: str | None = None) -> int:
+    """The final status of a C-MOVE to ``destination`` or, without one, of a C-GET."""
+    model = (StudyRootQueryRetrieveInformationModelMove if destination
+             else StudyRootQueryRetrieveInformationModelGet)
+    ae = AE(ae_title="MOVESCU" if destination else "GETSCU")
+    ae.add_requested_context(model)
     assoc = ae.associate("127.0.0.1", port, ae_title="BRIDGE")
     assert assoc.is_established
+    keys = identifier(level, StudyInstanceUID=study_uid)
     try:
-        *_, (final, _) = assoc.send_c_move(identifier(level, StudyInstanceUID=study_uid),
-                                           destination,
-                                           StudyRootQueryRetrieveInformationModelMove)
+        responses = (assoc.send_c_move(keys, destination, model) if destination
+                     else assoc.send_c_get(keys, model))
+        *_, (final, _) = responses
     finally:
         assoc.release()
     return int(final.Status)
 
 
 def test_retrieves_without_their_unique_keys_are_refused(
-    archive: Archive, start_server: StartServer, storescp: tuple[int, Path]
+    archive: Archive, start_server: StartServer, storescp: StoreScp
 ) -> None:
-    store_port, received = storescp
-    port = start_server(dicom_peers=(
-        DicomPeer(ae_title="STORESCP", host="127.0.0.1", port=store_port, role="scp"),)).port
+    port = start_server(dicom_peers=(storescp.peer(),)).port
     study_uid = archive.galagan.study_instance_uid
     # A SERIES level retrieve without SeriesInstanceUID: not "every series of the study".
-    assert move_status(port, "STORESCP", study_uid, level="SERIES") == 0xA900
-    assert list(received.iterdir()) == []
-    ae = AE(ae_title="GETSCU")
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
-    assoc = ae.associate("127.0.0.1", port, ae_title="BRIDGE")
-    assert assoc.is_established
-    try:
-        *_, (final, _) = assoc.send_c_get(identifier("SERIES", StudyInstanceUID=study_uid),
-                                          StudyRootQueryRetrieveInformationModelGet)
-    finally:
-        assoc.release()
-    assert final.Status == 0xA900
+    assert retrieve_status(port, study_uid, level="SERIES", destination="STORESCP") == 0xA900
+    assert list(storescp.received.iterdir()) == []
+    assert retrieve_status(port, study_uid, level="SERIES") == 0xA900  # C-GET
 
 
 def test_movescu_after_a_merge_sends_the_survivor(
-    archive: Archive, start_server: StartServer, storescp: tuple[int, Path],
+    archive: Archive, start_server: StartServer, storescp: StoreScp,
     session_factory: sessionmaker[Session],
 ) -> None:
     with session_factory.begin() as s:
         survivor = add_patient(s, "Survivor^Sam", [("NEW1", "HOSP")])
         s.execute(update(Patient).where(Patient.id == archive.galant_pk)
                   .values(merged_into_id=survivor.id))
-    store_port, received = storescp
-    port = start_server(dicom_peers=(
-        DicomPeer(ae_title="STORESCP", host="127.0.0.1", port=store_port, role="both"),)).port
+    port = start_server(dicom_peers=(storescp.peer(role="both"),)).port
     done = subprocess.run(
         [require_tool("movescu"), "-P", "-aet", "MOVESCU", "-aec", "BRIDGE", "-aem", "STORESCP",
          "-k", "QueryRetrieveLevel=PATIENT", "-k", "PatientID=UA200", "127.0.0.1", str(port)],
         capture_output=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr.decode(errors="replace")
-    files = [dcmread(path) for path in received.iterdir()]
+    files = [dcmread(path) for path in storescp.received.iterdir()]
     assert sorted(ds.AccessionNumber for ds in files) == ["ACCI", "ACCJ"]
     assert {(ds.PatientID, str(ds.PatientName)) for ds in files} == {("NEW1", "Survivor^Sam")}
 
@@ -618,10 +571,9 @@ def test_the_applications_services_answer_worklist_query_and_get(
 ) -> None:
     """As ``bridge.app`` composes them: worklist and Q/R share C-FIND (dispatched by SOP
     class), and the storage service's contexts carry the SCU role C-GET needs."""
-    server = start_dicom_server(
-        settings, session_factory,
-        services=(*DEFAULT_SERVICES, storage_service, query_retrieve_service))
-    try:
+    with dicom_servers(settings, session_factory, services=(
+            *DEFAULT_SERVICES, storage_service, query_retrieve_service)) as start:
+        server = start()
         status, studies = find(server.port, identifier("STUDY", AccessionNumber="ACCG"))
         assert (status, values(studies, "AccessionNumber")) == (0, ["ACCG"])
         worklist = identifier("STUDY", PatientName="")  # any MWL identifier: nothing scheduled
@@ -637,5 +589,3 @@ def test_the_applications_services_answer_worklist_query_and_get(
             capture_output=True, timeout=60, check=False)
         assert done.returncode == 0, done.stderr.decode(errors="replace")
         assert [dcmread(p).AccessionNumber for p in out.iterdir()] == ["ACCI"]
-    finally:
-        server.shutdown()

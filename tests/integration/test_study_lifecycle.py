@@ -19,7 +19,7 @@ from bridge.services.study_stability import mark_stable_studies
 from bridge.store.archive_models import AuditRecord, Instance, Study, StudyEvent
 from bridge.store.models import utcnow
 from tests.dicom_factories import write_series
-from tests.integration.test_http_api import Api, _make_tokens, serve
+from tests.http_harness import Api, running_api
 from tests.worklist_factories import schedule
 
 pytestmark = pytest.mark.integration
@@ -98,8 +98,8 @@ def api(settings: Settings, session_factory: sessionmaker[Session]) -> Iterator[
     app = create_app(settings, session_factory,
                      study_hooks=[lambda _s, sid: hooked.append(sid)])
     app.state.hooked = hooked
-    with serve(app) as url:
-        yield Api(url, _make_tokens(session_factory), session_factory)
+    with running_api(app, session_factory) as served:
+        yield served
 
 
 def test_queue_lists_assigns_and_rejects_with_audit(
@@ -156,10 +156,9 @@ def test_peers_are_listed(settings: Settings, session_factory: sessionmaker[Sess
     configured = settings.model_copy(update={"dicom_strict_peers": True, "dicom_peers": (
         DicomPeer(ae_title="CT1", host="127.0.0.1", port=104, role="scu",
                   charset="windows-1251"),)})
-    with serve(create_app(configured, session_factory)) as url:
-        api = Api(url, _make_tokens(session_factory), session_factory)
-        with api.client("viewer") as client:
-            body = client.get("/api/peers").json()
+    with running_api(create_app(configured, session_factory), session_factory) as api, \
+            api.client("viewer") as client:
+        body = client.get("/api/peers").json()
     assert body == {"strict": True, "peers": [{
         "ae_title": "CT1", "host": "127.0.0.1", "port": 104, "role": "scu",
         "charset": "windows-1251", "latin_only": False}]}

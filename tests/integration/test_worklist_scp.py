@@ -2,44 +2,30 @@
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.adapters.dicom.server import DicomServer, start_dicom_server
 from bridge.config import DicomPeer, Settings
 from bridge.store.models import Patient
-from tests.conftest import require_tool
+from tests.dicom_harness import StartServer, c_find, c_find_cancelled, dicom_servers, findscu
 from tests.worklist_factories import BulkPlan, add_patient, bulk_schedule, schedule
 
 pytestmark = pytest.mark.integration
 
 MWL = ModalityWorklistInformationFind
-StartServer = Callable[..., DicomServer]
 
 
 @pytest.fixture
-def start_server(
-    settings: Settings, session_factory: sessionmaker[Session]
-) -> Iterator[StartServer]:
-    servers: list[DicomServer] = []
-
-    def start(**overrides: Any) -> DicomServer:
-        server = start_dicom_server(settings.model_copy(update=overrides), session_factory)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.shutdown()
+def start_server(settings: Settings, session_factory: sessionmaker[Session]
+                 ) -> Iterator[StartServer]:
+    with dicom_servers(settings, session_factory) as start:
+        yield start
 
 
 @pytest.fixture
@@ -71,18 +57,9 @@ def seeded(session_factory: sessionmaker[Session]) -> None:
 
 def find(port: int, identifier: Dataset, calling_ae: str = "MODALITY") -> list[Dataset]:
     """pynetdicom client: the pending identifiers; asserts the final status is success."""
-    ae = AE(ae_title=calling_ae)
-    ae.add_requested_context(MWL)
-    assoc = ae.associate("127.0.0.1", port, ae_title="BRIDGE")
-    assert assoc.is_established
-    try:
-        responses = list(assoc.send_c_find(identifier, MWL))
-    finally:
-        assoc.release()
-    *pending, (final, _) = responses
-    assert final.Status == 0x0000, final
-    assert all(status.Status == 0xFF00 for status, _ in pending)
-    return [ds for _, ds in pending if ds is not None]
+    status, results = c_find(port, identifier, MWL, calling_ae)
+    assert status == 0x0000, hex(status)
+    return results
 
 
 def query(sps: dict[str, str] | None = None, **top: str) -> Dataset:
@@ -107,23 +84,11 @@ def accessions(results: list[Dataset]) -> list[str]:
     return sorted(str(ds.AccessionNumber) for ds in results)
 
 
-def findscu(port: int, keys: list[str], out: Path, aet: str = "FINDSCU") -> list[Dataset]:
-    tool = require_tool("findscu")
-    out.mkdir()
-    args = [tool, "-W", "-aet", aet, "-aec", "BRIDGE", "-X", "-od", str(out),
-            "127.0.0.1", str(port)]
-    for key in keys:
-        args += ["-k", key]
-    done = subprocess.run(args, capture_output=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stderr.decode(errors="replace")
-    return [dcmread(path) for path in sorted(out.glob("rsp*.dcm"))]
-
-
 @pytest.mark.usefixtures("seeded")
 def test_findscu_station_and_date_range_in_utf8(start_server: StartServer,
                                                  tmp_path: Path) -> None:
     server = start_server()
-    results = findscu(server.port, [
+    results = findscu(server.port, "-W", [
         "(0008,0005)=ISO_IR 192", "PatientName", "PatientID", "AccessionNumber",
         "(0040,0100)[0].ScheduledStationAETitle=CT1",
         "(0040,0100)[0].ScheduledProcedureStepStartDate=20261122-20261123",
@@ -141,8 +106,8 @@ def test_findscu_station_and_date_range_in_utf8(start_server: StartServer,
 def test_findscu_cyrillic_name_wildcard_is_case_insensitive(start_server: StartServer,
                                                              tmp_path: Path) -> None:
     server = start_server()
-    results = findscu(server.port, ["(0008,0005)=ISO_IR 192", "PatientName=ҐАЛАҐ*",
-                                    "AccessionNumber"], tmp_path / "rsp")
+    results = findscu(server.port, "-W", ["(0008,0005)=ISO_IR 192", "PatientName=ҐАЛАҐ*",
+                                          "AccessionNumber"], tmp_path / "rsp")
     assert [str(ds.PatientName) for ds in results] == ["Ґалаґан^Олена"]
 
 
@@ -232,8 +197,8 @@ def test_an_order_left_on_the_merged_patient_shows_the_survivor(
 def test_latin_only_peer_gets_transliterated_names(start_server: StartServer,
                                                     tmp_path: Path) -> None:
     server = start_server(dicom_peers=(DicomPeer(ae_title="OLDCT", latin_only=True),))
-    results = findscu(server.port, ["PatientName", "AccessionNumber=ACCG",
-                                    "ReasonForTheRequestedProcedure"],
+    results = findscu(server.port, "-W", ["PatientName", "AccessionNumber=ACCG",
+                                          "ReasonForTheRequestedProcedure"],
                       tmp_path / "rsp", aet="OLDCT")
     [result] = results
     assert str(result.PatientName) == "Galagan^Olena"
@@ -262,18 +227,8 @@ def test_c_cancel_stops_the_results(start_server: StartServer,
     with session_factory.begin() as s:
         bulk_schedule(s.connection(), BulkPlan(steps=400, stations=1, days=1))
     port = start_server().port
-    ae = AE(ae_title="MODALITY")
-    ae.add_requested_context(MWL)
-    assoc = ae.associate("127.0.0.1", port, ae_title="BRIDGE")
-    assert assoc.is_established
-    try:
-        responses = assoc.send_c_find(query({"ScheduledStationAETitle": "STATION00"}), MWL,
-                                      msg_id=7)
-        first_status, _ = next(responses)
-        assert first_status.Status == 0xFF00
-        assoc.send_c_cancel(7, query_model=MWL)
-        rest = list(responses)
-    finally:
-        assoc.release()
-    assert rest[-1][0].Status == 0xFE00
+    first, rest = c_find_cancelled(port, query({"ScheduledStationAETitle": "STATION00"}), MWL,
+                                   "MODALITY")
+    assert first == 0xFF00
+    assert rest[-1] == 0xFE00
     assert len(rest) < 400

@@ -42,10 +42,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.adapters.dicom.dimse_status import failure
 from bridge.adapters.dicom.service import DicomService
-from bridge.adapters.dicom.worklist_scp import CANCELLED, PACING, PENDING, _wait_until_sent
+from bridge.adapters.dicom.worklist_scp import (
+    CANCELLED,
+    PENDING,
+    log_refusal,
+    paced_responses,
+    refusal,
+)
 from bridge.config import DicomPeer, Settings
-from bridge.errors import BridgeError
-from bridge.mapping.archive_dataset import build_find_response
+from bridge.mapping.archive_dataset import ArchiveRecord, build_find_response
 from bridge.mapping.archive_query import (
     ArchiveQuery,
     Model,
@@ -119,13 +124,8 @@ def handle_find(event: Event, deps: QueryRetrieveDeps) -> Iterator[FindResult]:
         query = parse_find_identifier(
             event.identifier, model, undeclared_charset=peer.charset if peer else None
         )
-    except BridgeError as exc:
-        logger.warning("C-FIND refused: %s", exc, extra=extra)
-        yield failure(exc), None
-        return
     except Exception as exc:
-        logger.exception("C-FIND identifier unreadable", extra=extra)
-        yield failure(exc, default_comment="query identifier unreadable"), None
+        yield refusal("C-FIND", exc, extra, comment="query identifier unreadable"), None
         return
     if query.ignored_keys:
         logger.debug("C-FIND keys not matched on: %s", ", ".join(query.ignored_keys),
@@ -144,6 +144,10 @@ def _find_responses(
     options: ResponseOptions,
     extra: dict[str, str | None],
 ) -> Iterator[FindResult]:
+    def identifier(record: ArchiveRecord) -> Dataset:
+        return build_find_response(record, query.return_keys, options,
+                                   retrieve_ae_title=deps.settings.ae_title)
+
     sent = 0
     after: int | None = None
     while True:
@@ -155,23 +159,11 @@ def _find_responses(
                              extra=extra)
             yield failure(exc, default_comment="archive query failed"), None
             return
-        for record in page:
-            if sent and sent % PACING == 0:
-                _wait_until_sent(event)
-            if event.is_cancelled:
-                logger.info("C-FIND %s cancelled after %d matches", query.level, sent,
-                            extra=extra)
-                yield CANCELLED, None
-                return
-            try:
-                identifier = build_find_response(record, query.return_keys, options,
-                                                 retrieve_ae_title=deps.settings.ae_title)
-            except Exception as exc:
-                logger.exception("C-FIND response failed", extra=extra)
-                yield failure(exc, default_comment="query response failed"), None
-                return
-            sent += 1
-            yield PENDING, identifier
+        now = yield from paced_responses(event, page, identifier, extra,
+                                         comment="query response failed", sent=sent)
+        if now is None:  # cancelled, or a response failed
+            return
+        sent = now
         if len(page) < PAGE_SIZE:
             break
         after = page[-1].pk
@@ -203,7 +195,7 @@ def handle_move(event: Event, deps: QueryRetrieveDeps) -> Iterator[Any]:
     try:
         matches = _matches(event, deps, MOVE_MODELS)
     except Exception as exc:
-        _log_refusal("C-MOVE", exc, extra)
+        log_refusal("C-MOVE", exc, extra)
         # A status can only come after the destination and a count (pynetdicom's order):
         # the association is opened with Verification only and released with the status.
         yield peer.host, peer.port, {"contexts": [build_context("1.2.840.10008.1.1")]}
@@ -225,7 +217,7 @@ def handle_get(event: Event, deps: QueryRetrieveDeps) -> Iterator[Any]:
     try:
         matches = _matches(event, deps, GET_MODELS)
     except Exception as exc:
-        _log_refusal("C-GET", exc, extra)
+        log_refusal("C-GET", exc, extra)
         yield 1
         yield failure(exc, default_comment="retrieve failed"), None
         return
@@ -313,13 +305,6 @@ def _destination(settings: Settings, ae_title: str) -> DicomPeer | None:
     if peer is None or not peer.host or not peer.port or peer.role == "scu":
         return None
     return peer
-
-
-def _log_refusal(what: str, exc: Exception, extra: dict[str, str | None]) -> None:
-    if isinstance(exc, BridgeError):
-        logger.warning("%s refused: %s", what, exc, extra=extra)
-    else:
-        logger.exception("%s failed", what, extra=extra)
 
 
 def _calling_ae(event: Event) -> str:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from pydicom.dataset import Dataset
 from pynetdicom import evt
@@ -33,6 +34,7 @@ PACING = 16
 SEND_WAIT_SECONDS = 2.0
 
 FindResult = tuple[int | Dataset, Dataset | None]
+Match = TypeVar("Match")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,13 +69,8 @@ def handle_find(event: Event, deps: WorklistDeps) -> Iterator[FindResult]:
         extra["accession"] = _accession(query)
         with read_session(deps.session_factory) as session:
             items = list(find_worklist(session, query))
-    except BridgeError as exc:
-        logger.warning("C-FIND refused: %s", exc, extra=extra)
-        yield failure(exc), None
-        return
     except Exception as exc:
-        logger.exception("C-FIND failed", extra=extra)
-        yield failure(exc, default_comment="worklist query failed"), None
+        yield refusal("C-FIND", exc, extra, comment="worklist query failed"), None
         return
 
     options = ResponseOptions(
@@ -84,32 +81,68 @@ def handle_find(event: Event, deps: WorklistDeps) -> Iterator[FindResult]:
     logger.info("C-FIND: %d worklist items", len(items), extra=extra)
     if query.ignored_keys:
         logger.debug("C-FIND keys not matched on: %s", ", ".join(query.ignored_keys), extra=extra)
-    yield from _responses(event, items, query, options, extra)
+
+    def identifier(item: WorklistItem) -> Dataset:
+        built = build_identifier(item, query.return_keys, options)
+        logger.debug("C-FIND item %s", item.patient_name,
+                     extra={**extra, "accession": item.accession})
+        return built
+
+    yield from paced_responses(event, items, identifier, extra,
+                               comment="worklist response failed")
 
 
-def _responses(
+def paced_responses(
     event: Event,
-    items: list[WorklistItem],
-    query: WorklistQuery,
-    options: ResponseOptions,
+    matches: Iterable[Match],
+    identifier: Callable[[Match], Dataset],
     extra: dict[str, str | None],
-) -> Iterator[FindResult]:
-    for sent, item in enumerate(items):
+    *,
+    comment: str,
+    sent: int = 0,
+) -> Generator[FindResult, None, int | None]:
+    """One pending C-FIND response per match, its identifier built only when it is due.
+
+    Every :data:`PACING` responses it waits until the network has taken those queued, so
+    a C-CANCEL is seen between them; a cancel ends the responses with Cancel, a response
+    that cannot be built with a failure (``comment``). ``sent`` counts responses already
+    sent (a query answered page by page); returns the count after these, or None when the
+    responses were ended (the caller must send nothing more).
+    """
+    for match in matches:
         if sent and sent % PACING == 0:
             _wait_until_sent(event)
         if event.is_cancelled:
-            logger.info("C-FIND cancelled after %d of %d items", sent, len(items), extra=extra)
+            logger.info("C-FIND cancelled after %d responses", sent, extra=extra)
             yield CANCELLED, None
-            return
+            return None
         try:
-            identifier = build_identifier(item, query.return_keys, options)
+            built = identifier(match)
         except Exception as exc:
-            logger.exception("C-FIND response failed", extra={**extra, "accession": item.accession})
-            yield failure(exc, default_comment="worklist response failed"), None
-            return
-        logger.debug("C-FIND item %s", item.patient_name, extra={**extra,
-                                                                 "accession": item.accession})
-        yield PENDING, identifier
+            logger.exception("C-FIND response failed", extra=extra)
+            yield failure(exc, default_comment=comment), None
+            return None
+        sent += 1
+        yield PENDING, built
+    return sent
+
+
+def refusal(what: str, exc: Exception, extra: dict[str, str | None], *, comment: str
+            ) -> Dataset:
+    """Log why a request cannot be answered and give its failure status. A
+    :class:`BridgeError` is the peer's doing (a warning; its message is the Error Comment);
+    anything else is ours (logged with its traceback; ``comment`` is the Error Comment)."""
+    log_refusal(what, exc, extra)
+    if isinstance(exc, BridgeError):
+        return failure(exc)
+    return failure(exc, default_comment=comment)
+
+
+def log_refusal(what: str, exc: Exception, extra: dict[str, str | None]) -> None:
+    if isinstance(exc, BridgeError):
+        logger.warning("%s refused: %s", what, exc, extra=extra)
+    else:
+        logger.exception("%s failed", what, extra=extra)
 
 
 def _wait_until_sent(event: Event) -> None:

@@ -34,11 +34,16 @@ from bridge.adapters.http.metrics import HttpMetrics
 from bridge.adapters.http.middleware import MetricsMiddleware, UnexpectedErrorMiddleware
 from bridge.config import Settings
 from bridge.errors import ANSWERS, BridgeError, answer_for
+from bridge.services.archive_store import ArchiveStore
 from bridge.services.orders import OrderPolicy
 from bridge.services.study_stability import StudyHook
 
 #: At most this many field errors are spelled out in a 422's ``detail``.
 _MAX_LISTED_ERRORS = 5
+#: ``error`` of the HTTP errors raised by FastAPI, Starlette and the routes themselves.
+_HTTP_ERROR_KINDS = {401: "unauthorized", 403: "forbidden", 404: "not_found",
+                     405: "method_not_allowed", 406: "not_acceptable",
+                     415: "unsupported_media_type", 503: "unavailable"}
 
 
 def create_app(
@@ -48,9 +53,12 @@ def create_app(
     reprocess: Reprocess | None = None,
     metrics_registry: CollectorRegistry | None = None,
     study_hooks: Sequence[StudyHook] = (),
+    archive_store: ArchiveStore | None = None,
 ) -> FastAPI:
     """The admin/integration API. ``reprocess`` re-runs a logged HL7 message (503 without it);
-    ``metrics_registry`` is shared with other parts of the bridge (a new one when omitted)."""
+    ``metrics_registry`` is shared with other parts of the bridge (a new one when omitted);
+    ``archive_store`` takes STOW-RS objects (one of its own when omitted: pass the storage
+    SCP's to share its group commits)."""
     app = FastAPI(
         title="bridge",
         summary="Hospital integration engine: HL7 v2 message log, worklist and metrics",
@@ -66,6 +74,7 @@ def create_app(
         session_factory=session_factory,
         order_policy=OrderPolicy.from_settings(settings),
         reprocess=reprocess,
+        archive_store=archive_store or ArchiveStore(settings, session_factory),
         study_hooks=tuple(study_hooks),
     )
     for module in (routes_health, routes_messages, routes_worklist, routes_metrics,
@@ -96,8 +105,7 @@ async def _bridge_error(_request: Request, exc: BridgeError) -> JSONResponse:
 
 
 async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    kind = {401: "unauthorized", 403: "forbidden", 404: "not_found",
-            405: "method_not_allowed", 503: "unavailable"}.get(exc.status_code, "http_error")
+    kind = _HTTP_ERROR_KINDS.get(exc.status_code, "http_error")
     return JSONResponse(_error_body(kind, str(exc.detail)), status_code=exc.status_code,
                         headers=exc.headers)
 

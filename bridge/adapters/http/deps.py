@@ -16,6 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.config import Settings
+from bridge.services.archive_store import ArchiveStore
 from bridge.services.orders import OrderPolicy
 from bridge.services.study_stability import StudyHook
 from bridge.services.tokens import authenticate, role_allows
@@ -48,6 +49,8 @@ class AppContext:
     session_factory: sessionmaker[Session]
     order_policy: OrderPolicy
     reprocess: Reprocess | None
+    #: Takes STOW-RS objects; one for the app (its reconciliation policy read once).
+    archive_store: ArchiveStore
     #: Run when an operator reconciles a stable study (forwarding, publishing).
     study_hooks: Sequence[StudyHook] = ()
 
@@ -118,3 +121,8 @@ def require_role(minimum: str) -> Callable[[ApiToken], ApiToken]:
 ViewerToken = Annotated[ApiToken, Depends(require_role("viewer"))]
 IntegrationToken = Annotated[ApiToken, Depends(require_role("integration"))]
 AdminToken = Annotated[ApiToken, Depends(require_role("admin"))]
+
+
+def actor_of(token: ApiToken) -> str:
+    """Who did it, for the audit log: the token's name, or ``token {id}`` when it has none."""
+    return token.name or f"token {token.id}"

@@ -92,7 +92,7 @@ class _Outcome:
 async def _store(request: Request, context: ContextDep, *, study: str | None) -> Response:
     require_json_accepted(request.headers.get("accept"))
     parser = _parser(request.headers.get("content-type"))
-    store = ArchiveStore(context.settings, context.session_factory)
+    store = context.archive_store
     incoming = context.settings.archive_root / ".incoming"
     incoming.mkdir(parents=True, exist_ok=True)
     base = studies_url(request)

@@ -42,18 +42,18 @@ from bridge.adapters.http.dicomweb_common import (
     wanted_dicom_syntaxes,
 )
 from bridge.adapters.http.dicomweb_multipart import PART_END, closing, new_boundary, part_head
-from bridge.adapters.http.dicomweb_objects import (
-    CONVERTIBLE_TO_DEFAULT,
-    bulk_value_stream,
-    egress_header,
-    transcoded_object,
-)
 from bridge.errors import BridgeError, NotFound
 from bridge.mapping.archive_query import Level, RetrieveKeys
 from bridge.mapping.dicom_json import BULK_DATA_VRS, dataset_json, is_pixel_tag, tag_key
 from bridge.mapping.dicom_patch import SubjectValues
 from bridge.services.archive_query import StoredInstance, instances_for_retrieve
 from bridge.services.egress import egress_stream, load_subjects
+from bridge.services.egress_parts import (
+    CONVERTIBLE_TO_DEFAULT,
+    bulk_value_stream,
+    egress_header,
+    transcoded_object,
+)
 from bridge.store.db import read_session
 
 log = logging.getLogger("bridge.http")
@@ -75,16 +75,13 @@ class _Planned:
 
 @router.get("/studies/{study}", name="dicomweb_retrieve_study")
 def retrieve_study(study: str, request: Request, context: ContextDep) -> StreamingResponse:
-    keys = RetrieveKeys(Level.STUDY, study_uids=(check_uid(study, "study"),))
-    return _retrieve(keys, request, context)
+    return _retrieve(_study_keys(study), request, context)
 
 
 @router.get("/studies/{study}/series/{series}", name="dicomweb_retrieve_series")
 def retrieve_series(study: str, series: str, request: Request,
                     context: ContextDep) -> StreamingResponse:
-    keys = RetrieveKeys(Level.SERIES, study_uids=(check_uid(study, "study"),),
-                        series_uids=(check_uid(series, "series"),))
-    return _retrieve(keys, request, context)
+    return _retrieve(_series_keys(study, series), request, context)
 
 
 @router.get(_INSTANCE_PATH, name="dicomweb_retrieve_instance")
@@ -140,16 +137,13 @@ def _objects(root: Path, planned: Sequence[_Planned], boundary: str) -> Iterator
 
 @router.get("/studies/{study}/metadata", name="dicomweb_study_metadata")
 def study_metadata(study: str, request: Request, context: ContextDep) -> StreamingResponse:
-    keys = RetrieveKeys(Level.STUDY, study_uids=(check_uid(study, "study"),))
-    return _metadata(keys, request, context)
+    return _metadata(_study_keys(study), request, context)
 
 
 @router.get("/studies/{study}/series/{series}/metadata", name="dicomweb_series_metadata")
 def series_metadata(study: str, series: str, request: Request,
                     context: ContextDep) -> StreamingResponse:
-    keys = RetrieveKeys(Level.SERIES, study_uids=(check_uid(study, "study"),),
-                        series_uids=(check_uid(series, "series"),))
-    return _metadata(keys, request, context)
+    return _metadata(_series_keys(study, series), request, context)
 
 
 @router.get(_INSTANCE_PATH + "/metadata", name="dicomweb_instance_metadata")
@@ -235,6 +229,15 @@ def bulk_data(study: str, series: str, instance: str, tag: str, request: Request
 
 def _bulk_uri(instance: str) -> Callable[[int], str]:
     return lambda tag: f"{instance}/bulk/{tag:08x}"
+
+
+def _study_keys(study: str) -> RetrieveKeys:
+    return RetrieveKeys(Level.STUDY, study_uids=(check_uid(study, "study"),))
+
+
+def _series_keys(study: str, series: str) -> RetrieveKeys:
+    return RetrieveKeys(Level.SERIES, study_uids=(check_uid(study, "study"),),
+                        series_uids=(check_uid(series, "series"),))
 
 
 def _instance_keys(study: str, series: str, instance: str) -> RetrieveKeys:

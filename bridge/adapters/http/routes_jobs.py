@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, field_serializer
 
-from bridge.adapters.http.deps import SessionDep, require_role
+from bridge.adapters.http.deps import SessionDep, actor_of, require_role
 from bridge.adapters.http.schemas import ErrorBody
 from bridge.jobs import queue
 from bridge.services.tokens import ROLES
@@ -65,10 +65,6 @@ class RequeueResult(BaseModel):
     job_ids: list[int]
 
 
-def _actor(token: ApiToken) -> str:
-    return f"token:{token.id}"
-
-
 @router.get("", response_model=list[JobOut])
 def browse_jobs(
     session: SessionDep,
@@ -102,7 +98,7 @@ def requeue_failed_jobs(session: SessionDep, token: OperatorToken,
                         queue_name: Annotated[str, Query(alias="queue", min_length=1,
                                                          max_length=32)]) -> RequeueResult:
     """Requeue every failed job of one queue (each is audited)."""
-    ids = queue.requeue_failed(session, queue=queue_name, actor=_actor(token))
+    ids = queue.requeue_failed(session, queue=queue_name, actor=actor_of(token))
     session.commit()
     log.info("token %s requeued %s failed jobs of queue %s", token.id, len(ids), queue_name)
     return RequeueResult(queue=queue_name, requeued=len(ids), job_ids=ids)
@@ -118,7 +114,7 @@ def read_job(job_id: int, session: SessionDep, _token: OperatorToken) -> JobOut:
              responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}})
 def requeue_job(job_id: int, session: SessionDep, token: OperatorToken) -> JobOut:
     """Run a failed job again now, with a fresh attempt count (also hurries a pending one)."""
-    job = queue.requeue(session, job_id, _actor(token))
+    job = queue.requeue(session, job_id, actor_of(token))
     session.commit()
     log.info("token %s requeued job %s", token.id, job_id)
     return JobOut.model_validate(job)

@@ -14,13 +14,12 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, status
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from bridge.adapters.http.deps import AdminToken, ContextDep, IntegrationToken, SessionDep
+from bridge.adapters.http.deps import AdminToken, ContextDep, IntegrationToken, SessionDep, actor_of
 from bridge.adapters.http.schemas import ErrorBody
 from bridge.services.archive_admin import WAITING, delete_study, list_queue
 from bridge.services.received_file import remove_file
 from bridge.services.reconciliation import assign_study
 from bridge.services.study_stability import is_stable
-from bridge.store.models import ApiToken
 
 log = logging.getLogger("bridge.http")
 router = APIRouter(prefix="/api/reconciliation", tags=["reconciliation"])
@@ -97,13 +96,13 @@ def assign(study_uid: StudyUid, body: AssignIn, session: SessionDep, context: Co
            token: IntegrationToken) -> AssignOut:
     """The study belongs to this order: the MIS patient and order values apply from now on
     (C-FIND, retrieve, WADO), and a stable study is forwarded as its rules say."""
-    study_id = assign_study(session, study_uid=study_uid, actor=_actor(token),
+    study_id = assign_study(session, study_uid=study_uid, actor=actor_of(token),
                             order_id=body.order_id, accession=body.accession)
     if is_stable(session, study_id):
         for hook in context.study_hooks:
             hook(session, study_id)
     session.commit()
-    log.info("study assigned by operator", extra={"actor": _actor(token)})
+    log.info("study assigned by operator", extra={"actor": actor_of(token)})
     return AssignOut(study_instance_uid=study_uid, order_id=body.order_id,
                      accession=body.accession)
 
@@ -113,13 +112,9 @@ def assign(study_uid: StudyUid, body: AssignIn, session: SessionDep, context: Co
 def reject(study_uid: StudyUid, body: RejectIn, session: SessionDep, context: ContextDep,
            token: AdminToken) -> None:
     """Delete the study and its files; the audit log keeps who, when and why."""
-    paths = delete_study(session, study_uid=study_uid, actor=_actor(token), reason=body.reason)
+    paths = delete_study(session, study_uid=study_uid, actor=actor_of(token), reason=body.reason)
     session.commit()
     root = context.settings.archive_root
     for path in paths:
         remove_file(root / path)
-    log.info("study rejected by operator", extra={"actor": _actor(token)})
-
-
-def _actor(token: ApiToken) -> str:
-    return token.name or f"token {token.id}"
+    log.info("study rejected by operator", extra={"actor": actor_of(token)})
