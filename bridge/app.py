@@ -12,28 +12,18 @@ import signal
 from contextlib import suppress
 
 import uvicorn
-from sqlalchemy.orm import Session
+from prometheus_client import CollectorRegistry
 
 from bridge.adapters.dicom.qr_scp import query_retrieve_service
 from bridge.adapters.dicom.server import DEFAULT_SERVICES, DicomServer, start_dicom_server
 from bridge.adapters.dicom.storage_scp import storage_service
 from bridge.adapters.http.app import create_app
 from bridge.adapters.mllp import MLLPServer
+from bridge.background import Background
 from bridge.config import Settings
-from bridge.jobs.scheduler import every, make_scheduler
-from bridge.jobs.study_watch import StudyWatch
-from bridge.jobs.worker import JobWorker
-from bridge.mapping.reconcile_policy import load_reconcile_policy
 from bridge.mapping.tables import load_hl7_tables
 from bridge.services.batching import LoopBatcher
-from bridge.services.forwarding import (
-    FORWARD_QUEUE,
-    ForwardHandler,
-    enqueue_forwards,
-    retry_policy,
-)
 from bridge.services.hl7_ingest import HL7Ingest, Inbound, Outcome
-from bridge.services.study_stability import StudyHook
 from bridge.store.db import make_engine, make_session_factory
 from bridge.store.migrate import upgrade
 
@@ -51,15 +41,8 @@ class Bridge:
             self.ingest.handle_batch, batch_max=settings.hl7_batch_max,
             linger=settings.hl7_batch_linger_ms / 1000, expected=lambda: self.mllp.connections)
         self.mllp = MLLPServer(self.writer, max_message_bytes=settings.hl7_max_message_bytes)
-        self.study_hooks: tuple[StudyHook, ...] = (self._forward_hook,) if (
-            settings.forward_rules) else ()
-        self.watch = StudyWatch(self.sessions, load_reconcile_policy(settings.mappings_dir),
-                                settings.study_stable_seconds, self.study_hooks)
-        self.scheduler = make_scheduler()
-        self.jobs = JobWorker(self.sessions, {FORWARD_QUEUE: ForwardHandler(settings,
-                                                                            self.sessions)},
-                              poll_seconds=settings.worker_poll_seconds,
-                              policies={FORWARD_QUEUE: retry_policy(settings)})
+        self.metrics = CollectorRegistry()
+        self.background = Background.build(settings, self.sessions, self.metrics)
         self.dicom: DicomServer | None = None
         self.http: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
@@ -75,11 +58,12 @@ class Bridge:
             s, self.sessions,
             services=(*DEFAULT_SERVICES, storage_service, query_retrieve_service))
         self.dicom_port = self.dicom.port
-        every(self.scheduler, s.worker_poll_seconds, self.watch.run_once, "study-watch")
-        self.scheduler.start()
-        self.jobs.start()
+        self.background.start()
         app = create_app(s, self.sessions, reprocess=self.ingest.reprocess,
-                         study_hooks=self.study_hooks)
+                         metrics_registry=self.metrics,
+                         study_hooks=self.background.study_hooks,
+                         delete_hooks=self.background.delete_hooks,
+                         notify_trigger=self.background.notify_trigger)
         config = uvicorn.Config(app, host=s.bind, port=s.http_port, log_config=None,
                                 access_log=False, lifespan="off")
         self.http = uvicorn.Server(config)
@@ -98,9 +82,7 @@ class Bridge:
         await self.mllp.stop()
         if self.dicom is not None:
             await asyncio.to_thread(self.dicom.shutdown)
-        if self.scheduler.running:
-            await asyncio.to_thread(self.scheduler.shutdown)
-        await asyncio.to_thread(self.jobs.stop)
+        await asyncio.to_thread(self.background.stop)
         if self.http is not None and self._http_task is not None:
             self.http.should_exit = True
             with suppress(Exception):
@@ -108,10 +90,6 @@ class Bridge:
         await self.writer.stop()
         self.engine.dispose()
         log.info("bridge stopped")
-
-
-    def _forward_hook(self, session: Session, study_id: int) -> None:
-        enqueue_forwards(session, study_id=study_id, settings=self.settings)
 
 
 async def serve(settings: Settings) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -10,6 +11,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from bridge.errors import NotFound
+from bridge.services.study_stability import StudyHook
 from bridge.store.archive_models import (
     CONFLICT,
     QUEUED,
@@ -62,14 +64,19 @@ def list_queue(session: Session, *, states: tuple[str, ...] = WAITING, limit: in
         for r in rows]
 
 
-def delete_study(session: Session, *, study_uid: str, actor: str, reason: str) -> list[str]:
+def delete_study(session: Session, *, study_uid: str, actor: str, reason: str,
+                 before_delete: Sequence[StudyHook] = ()) -> list[str]:
     """Remove the study's rows and write the audit record; returns the files to remove once
-    the transaction has committed (removing them earlier would lose data on a rollback)."""
+    the transaction has committed (removing them earlier would lose data on a rollback).
+    ``before_delete`` hooks run first, in the same transaction (e.g. queue the withdrawal of
+    a published ImagingStudy)."""
     conn = session.connection()
     study = conn.execute(select(S.c.id, S.c.num_instances, S.c.reconciliation).where(
         S.c.study_instance_uid == study_uid)).first()
     if study is None:
         raise NotFound("no such study", location="study_instance_uid")
+    for hook in before_delete:
+        hook(session, int(study.id))
     paths = list(conn.execute(select(I.c.path).where(I.c.study_id == study.id)).scalars())
     conn.execute(delete(I).where(I.c.study_id == study.id))
     conn.execute(delete(SE).where(SE.c.study_id == study.id))

@@ -22,7 +22,7 @@ E = table_of(StudyEvent)
 
 #: Work to do when a study becomes stable or is reconciled: ``hook(session, study_id)``,
 #: inside the transaction that recorded the change.
-StudyHook = Callable[[Session, int], None]
+StudyHook = Callable[[Session, int], object]
 
 #: Studies handled per transaction, so one sweep never holds the writer lock for long.
 BATCH = 100

@@ -9,7 +9,7 @@ anything unexpected answers 500 without detail (see :mod:`.middleware`).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,6 +21,7 @@ from starlette.status import HTTP_422_UNPROCESSABLE_CONTENT
 
 from bridge.adapters.http import (
     routes_dicomweb,
+    routes_fhir_notify,
     routes_health,
     routes_jobs,
     routes_messages,
@@ -53,7 +54,9 @@ def create_app(
     reprocess: Reprocess | None = None,
     metrics_registry: CollectorRegistry | None = None,
     study_hooks: Sequence[StudyHook] = (),
+    delete_hooks: Sequence[StudyHook] = (),
     archive_store: ArchiveStore | None = None,
+    notify_trigger: Callable[[], bool] | None = None,
 ) -> FastAPI:
     """The admin/integration API. ``reprocess`` re-runs a logged HL7 message (503 without it);
     ``metrics_registry`` is shared with other parts of the bridge (a new one when omitted);
@@ -76,10 +79,13 @@ def create_app(
         reprocess=reprocess,
         archive_store=archive_store or ArchiveStore(settings, session_factory),
         study_hooks=tuple(study_hooks),
+        delete_hooks=tuple(delete_hooks),
     )
     for module in (routes_health, routes_messages, routes_worklist, routes_metrics,
                    routes_reconciliation, routes_jobs, routes_peers, routes_dicomweb):
         app.include_router(module.router)
+    # Before the FHIR REST routes: ``POST /fhir/{type}`` would take ``$notify`` for a type.
+    app.include_router(routes_fhir_notify.notify_router(notify_trigger))
     app.add_exception_handler(BridgeError, _bridge_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]

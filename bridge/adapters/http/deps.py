@@ -53,6 +53,8 @@ class AppContext:
     archive_store: ArchiveStore
     #: Run when an operator reconciles a stable study (forwarding, publishing).
     study_hooks: Sequence[StudyHook] = ()
+    #: Run before an operator deletes a study (withdraw its published ImagingStudy).
+    delete_hooks: Sequence[StudyHook] = ()
 
 
 def get_context(request: Request) -> AppContext:

@@ -112,7 +112,8 @@ def assign(study_uid: StudyUid, body: AssignIn, session: SessionDep, context: Co
 def reject(study_uid: StudyUid, body: RejectIn, session: SessionDep, context: ContextDep,
            token: AdminToken) -> None:
     """Delete the study and its files; the audit log keeps who, when and why."""
-    paths = delete_study(session, study_uid=study_uid, actor=actor_of(token), reason=body.reason)
+    paths = delete_study(session, study_uid=study_uid, actor=actor_of(token), reason=body.reason,
+                         before_delete=context.delete_hooks)
     session.commit()
     root = context.settings.archive_root
     for path in paths:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from alembic import context
 
-from bridge.store import archive_models  # noqa: F401  (registers the archive tables)
-from bridge.store import fhir_models  # noqa: F401  (registers the FHIR tables)
+from bridge.store import (
+    archive_models,  # noqa: F401  (registers the archive tables)
+    fhir_models,  # noqa: F401  (registers the FHIR tables)
+)
 from bridge.store.models import Base
 
 config = context.config
