@@ -55,6 +55,9 @@ class WorklistItem:
     requesting_physician: str | None = None
     referring_physician: str | None = None
     admission_id: str | None = None
+    comments: str | None = None
+    issue_date: str | None = None
+    issue_time: str | None = None
     placer_number: str | None = None
     placer_issuer: str = ""
     filler_number: str | None = None
@@ -153,6 +156,9 @@ _TOP_ATTRIBUTES: dict[int, Getter | _Seq] = {
     Tag("RequestingPhysician"): lambda i: i.requesting_physician,
     Tag("ReferringPhysicianName"): lambda i: i.referring_physician,
     Tag("AdmissionID"): lambda i: i.admission_id,
+    Tag("ImagingServiceRequestComments"): lambda i: i.comments,
+    Tag("IssueDateOfImagingServiceRequest"): lambda i: i.issue_date,
+    Tag("IssueTimeOfImagingServiceRequest"): lambda i: i.issue_time,
     Tag("PlacerOrderNumberImagingServiceRequest"): lambda i: i.placer_number,
     Tag("FillerOrderNumberImagingServiceRequest"): lambda i: i.filler_number,
     Tag("OrderPlacerIdentifierSequence"): _namespace(lambda i: i.placer_issuer),

@@ -18,15 +18,8 @@ from bridge.mapping.fhir_bundle import searchset
 from bridge.mapping.fhir_datatypes import reference_parts
 from bridge.mapping.fhir_search import SearchQuery, parse_search
 from bridge.services import fhir_imaging
-from bridge.services.fhir_resources import (
-    DOMAIN_TYPES,
-    PATIENT,
-    SR,
-    FhirContext,
-    build_resources,
-    read_resource,
-    search_page,
-)
+from bridge.services.fhir_context import DOMAIN_TYPES, PATIENT, SR, FhirContext
+from bridge.services.fhir_lookup import build_resources, read_resource, search_page
 
 IMAGING_STUDY, ENDPOINT = "ImagingStudy", "Endpoint"
 SERVED_TYPES = (*DOMAIN_TYPES, IMAGING_STUDY, ENDPOINT)

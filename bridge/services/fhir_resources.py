@@ -1,5 +1,7 @@
-"""FHIR Patient and ServiceRequest on top of the domain: read, search, create, update,
-conditional create (``If-None-Exist``) and conditional update, with ``If-Match`` versions.
+"""FHIR Patient and ServiceRequest writes on top of the domain: create, update, conditional
+create (``If-None-Exist``) and conditional update with ``If-Match`` versions, and the
+registry's idempotent import (:func:`apply_service_request`). Reading and searching are in
+:mod:`bridge.services.fhir_lookup`, Bundles in :mod:`bridge.services.fhir_transactions`.
 
 A Patient is a ``patients`` row (+ identifiers), a ServiceRequest an ``orders`` row (+ its
 steps): the logical ids are the row ids. Writes go through the same use cases as HL7
@@ -29,13 +31,9 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from functools import cache
-from pathlib import Path
 from typing import Any, Literal
-from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, and_, bindparam, case, func, or_, select, text
+from sqlalchemy import Connection, bindparam, func, select, text
 from sqlalchemy.orm import Session
 
 from bridge.config import Settings
@@ -51,71 +49,35 @@ from bridge.domain import (
 from bridge.errors import BridgeError, Conflict, MappingFailed, NotFound, Rejected
 from bridge.mapping.fhir_bundle import parse_condition, parse_qsl, rewrite_references
 from bridge.mapping.fhir_datatypes import contained, reference_parts
-from bridge.mapping.fhir_outcome import (
-    InvalidReference,
-    NotAllowed,
-    PreconditionFailed,
-)
-from bridge.mapping.fhir_patient import (
-    PatientView,
-    identifier_of,
-    patient_resource,
-    read_patient,
-)
-from bridge.mapping.fhir_search import SearchQuery, Token, parse_search
+from bridge.mapping.fhir_outcome import InvalidReference, NotAllowed, PreconditionFailed
+from bridge.mapping.fhir_patient import identifier_of, read_patient
 from bridge.mapping.fhir_service_request import (
-    OrderView,
     ServiceRequestInput,
     check_transition,
     read_service_request,
-    service_request_resource,
 )
-from bridge.mapping.fhir_tables import FHIR_REQUEST_STATUSES, FhirTables, load_fhir_tables
 from bridge.mapping.fhir_version import check_resource
+from bridge.services.fhir_context import DOMAIN_TYPES, PATIENT, SR, FhirContext, fhir_tables
+from bridge.services.fhir_lookup import current_version, match_ids, row_id_of
 from bridge.services.fhir_views import (
-    FS,
     PI,
     O,
     P,
     S,
     kept_part,
-    order_views,
-    patient_views,
     resource_hash,
     save_source,
     stored_hash,
     touch_order,
     touch_patient,
 )
-from bridge.services.orders import OrderPolicy, apply_order_command, find_order
+from bridge.services.orders import apply_order_command, find_order
 from bridge.services.patients import lookup_identifier, upsert_patient
 
-SR, PATIENT = "ServiceRequest", "Patient"
-DOMAIN_TYPES = (PATIENT, SR)
+__all__ = ["DOMAIN_TYPES", "PATIENT", "SR", "FhirContext", "Written", "apply_service_request",
+           "check_if_match", "conditional_update", "create", "fhir_tables", "update"]
+
 Mode = Literal["create", "upsert"]
-
-
-@dataclass(frozen=True, slots=True)
-class FhirContext:
-    """What every FHIR use case needs, built once from the settings."""
-
-    settings: Settings
-    tables: FhirTables
-    version: str
-    zone: ZoneInfo
-    policy: OrderPolicy
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> FhirContext:
-        return cls(settings=settings, tables=fhir_tables(settings.mappings_dir),
-                   version=settings.fhir_version, zone=ZoneInfo(settings.local_timezone),
-                   policy=OrderPolicy.from_settings(settings))
-
-
-@cache
-def fhir_tables(mappings_dir: Path) -> FhirTables:
-    """The FHIR tables of a mappings folder, read once per process."""
-    return load_fhir_tables(mappings_dir)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,181 +88,6 @@ class Written:
     id: int
     created: bool
     changed: bool
-
-
-# -- reading ------------------------------------------------------------------------------
-
-def read_resource(session: Session, ctx: FhirContext, resource_type: str,
-                  resource_id: str) -> dict[str, Any]:
-    """One Patient or ServiceRequest by logical id; :class:`NotFound` when there is none."""
-    row_id = _row_id(resource_type, resource_id)
-    built = build_resources(session, ctx, resource_type, [row_id])
-    if row_id not in built:
-        raise NotFound(f"{resource_type}/{resource_id} is not known", location="id")
-    return built[row_id]
-
-
-def build_resources(session: Session, ctx: FhirContext, resource_type: str,
-                    ids: list[int]) -> dict[int, dict[str, Any]]:
-    """The resources of these rows (missing ones left out), a few queries for all of them."""
-    conn = session.connection()
-    if resource_type == SR:
-        return {i: service_request_resource(v, ctx.tables, ctx.version, ctx.zone)
-                for i, v in order_views(conn, ids).items()}
-    return {i: patient_resource(v, ctx.tables) for i, v in patient_views(conn, ids).items()}
-
-
-def versions(session: Session, resource_type: str,
-             ids: list[int]) -> dict[int, tuple[str, datetime]]:
-    """``meta.versionId`` and ``meta.lastUpdated`` of these rows, without building them."""
-    conn = session.connection()
-    views: Mapping[int, OrderView | PatientView] = (
-        order_views(conn, ids, sources=False) if resource_type == SR
-        else patient_views(conn, ids, sources=False))
-    return {i: (v.version_id, v.updated_at) for i, v in views.items()}
-
-
-def current_version(session: Session, resource_type: str, row_id: int) -> str | None:
-    """``meta.versionId`` of a row now, None when the row does not exist."""
-    conn = session.connection()
-    if resource_type == SR:
-        view = order_views(conn, [row_id]).get(row_id)
-        return view.version_id if view else None
-    patient = patient_views(conn, [row_id]).get(row_id)
-    return patient.version_id if patient else None
-
-
-def _row_id(resource_type: str, resource_id: str) -> int:
-    if resource_type not in DOMAIN_TYPES:
-        raise NotFound(f"resource type {resource_type} is not supported", location="type")
-    if not resource_id.isdigit() or resource_id.startswith("0") or len(resource_id) > 18:
-        raise NotFound(f"{resource_type}/{resource_id} is not known", location="id")
-    return int(resource_id)
-
-
-# -- searching ----------------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    """One page of a search: ids in order, the total, and the ids it includes."""
-
-    query: SearchQuery
-    total: int
-    ids: list[int]
-
-
-def search_page(session: Session, ctx: FhirContext, resource_type: str,
-                params: list[tuple[str, str]], *, strict: bool = False) -> Page:
-    query = parse_search(resource_type, params, ctx.zone, strict=strict)
-    statement = _search_statement(ctx, query)
-    conn = session.connection()
-    total = int(conn.execute(select(func.count()).select_from(statement.subquery()))
-                .scalar_one())
-    ids: list[int] = []
-    if query.count and query.offset < total:
-        ids = list(conn.execute(statement.order_by(_id_column(resource_type))
-                                .limit(query.count).offset(query.offset)).scalars())
-    return Page(query, total, ids)
-
-
-def match_ids(session: Session, ctx: FhirContext, resource_type: str,
-              params: list[tuple[str, str]] | tuple[tuple[str, str], ...]) -> list[int]:
-    """The rows a condition (``If-None-Exist``, a conditional update's query) names: at
-    most two (more than one is an error either way). Unknown parameters are refused."""
-    query = parse_search(resource_type, list(params), ctx.zone, strict=True)
-    if not query.used:
-        raise Rejected("the condition names no search parameter", location="condition")
-    if (len(query.used) == 1 and len(query.identifiers) == 1
-            and len(query.identifiers[0]) == 1 and query.identifiers[0][0].system is not None):
-        token = query.identifiers[0][0]  # the usual condition, with statements built once
-        issuer = ctx.tables.issuer_for(token.system)
-        found = session.connection().execute(_BY_IDENTIFIER[resource_type],
-                                             {"value": token.value, "issuer": issuer})
-        return sorted(set(found.scalars()))[:2]
-    statement = _search_statement(ctx, query).order_by(_id_column(resource_type)).limit(2)
-    return list(session.connection().execute(statement).scalars())
-
-
-#: ``identifier=system|value`` conditions (the issuer from the system by the tables).
-_BY_IDENTIFIER = {
-    PATIENT: select(PI.c.patient_id).where(PI.c.value == bindparam("value"),
-                                           PI.c.issuer == bindparam("issuer")).limit(2),
-    SR: select(O.c.id).where(or_(
-        and_(O.c.placer_number == bindparam("value"), O.c.placer_issuer == bindparam("issuer")),
-        and_(O.c.filler_number == bindparam("value"), O.c.filler_issuer == bindparam("issuer")),
-        O.c.accession == bindparam("value"))).limit(3),
-}
-
-
-def _id_column(resource_type: str) -> Any:
-    return O.c.id if resource_type == SR else P.c.id
-
-
-def _search_statement(ctx: FhirContext, query: SearchQuery) -> Any:
-    if query.resource_type == SR:
-        return _service_request_statement(ctx, query)
-    return _patient_statement(ctx, query)
-
-
-def _int_ids(values: list[str]) -> list[int]:
-    return [int(v) for v in values if v.isdigit() and len(v) <= 18]
-
-
-def _service_request_statement(ctx: FhirContext, query: SearchQuery) -> Any:
-    statement = select(O.c.id)
-    for group in query.ids:
-        statement = statement.where(O.c.id.in_(_int_ids(group)))
-    for tokens in query.identifiers:
-        statement = statement.where(or_(*[_order_token(ctx, t) for t in tokens]))
-    for subjects in query.subjects:
-        statement = statement.where(O.c.patient_id.in_(_int_ids(subjects)))
-    if query.statuses:
-        statement = statement.outerjoin(FS, and_(FS.c.resource_type == SR,
-                                                 FS.c.row_id == O.c.id))
-        status = effective_status(ctx.tables)
-        for statuses in query.statuses:
-            statement = statement.where(status.in_(statuses))
-    for bound in query.last_updated:
-        statement = statement.where(O.c.updated_at >= bound.moment if bound.op == "ge"
-                                    else O.c.updated_at < bound.moment)
-    return statement
-
-
-def effective_status(tables: FhirTables) -> Any:
-    """ServiceRequest.status in SQL, as :func:`service_request_resource` shows it: the status
-    last sent while it maps to the order's status, else the order's status mapped back."""
-    kept = [(and_(FS.c.status == sent, O.c.status == step.value), sent)
-            for sent, step in tables.status_to_steps.items() if sent in FHIR_REQUEST_STATUSES]
-    mapped = [(O.c.status == step, status) for step, status in tables.status_from_steps.items()]
-    return case(*kept, *mapped, else_="unknown")
-
-
-def _order_token(ctx: FhirContext, token: Token) -> Any:
-    value = token.value
-    if token.system is None:
-        return or_(O.c.placer_number == value, O.c.filler_number == value,
-                   O.c.accession == value)
-    issuer = ctx.tables.issuer_for(token.system)
-    # The accession has no issuer column: its value matches under any system.
-    return or_(and_(O.c.placer_number == value, O.c.placer_issuer == issuer),
-               and_(O.c.filler_number == value, O.c.filler_issuer == issuer),
-               O.c.accession == value)
-
-
-def _patient_statement(ctx: FhirContext, query: SearchQuery) -> Any:
-    statement = select(P.c.id)
-    for group in query.ids:
-        statement = statement.where(P.c.id.in_(_int_ids(group)))
-    for tokens in query.identifiers:
-        holders = select(PI.c.patient_id).where(or_(*[
-            PI.c.value == t.value if t.system is None
-            else and_(PI.c.value == t.value, PI.c.issuer == ctx.tables.issuer_for(t.system))
-            for t in tokens]))
-        statement = statement.where(P.c.id.in_(holders))
-    for bound in query.last_updated:
-        statement = statement.where(P.c.updated_at >= bound.moment if bound.op == "ge"
-                                    else P.c.updated_at < bound.moment)
-    return statement
 
 
 # -- writing ------------------------------------------------------------------------------
@@ -331,7 +118,7 @@ def update(session: Session, ctx: FhirContext, resource_type: str, resource_id: 
     if isinstance(body, Mapping) and body.get("id") != resource_id:
         raise Rejected("the resource's id must equal the id in the URL",
                        location=f"{path or resource_type}.id")
-    row_id = _row_id(resource_type, resource_id)
+    row_id = row_id_of(resource_type, resource_id)
     _lock_row(session.connection(), resource_type, row_id)
     version = current_version(session, resource_type, row_id)
     if version is None:
@@ -407,8 +194,9 @@ def _lock_row(conn: Connection, resource_type: str, row_id: int) -> None:
 
 def _lock_keys(conn: Connection, keys: list[str]) -> None:
     """Writers of the same business keys queue here until commit, so two concurrent
-    creates of one order (or patient) cannot both make it (PostgreSQL; the accession has
-    no unique constraint). Sorted, so two writers never wait for each other."""
+    creates of one order cannot both make it (PostgreSQL: accession and filler number have
+    no unique constraint; a placer number and a patient identifier do, and the loser of such
+    a race gets a 409). Sorted, so two writers never wait for each other."""
     if conn.dialect.name != "postgresql":
         return
     for key in sorted(set(keys)):
@@ -471,10 +259,11 @@ def _write_service_request(session: Session, ctx: FhirContext, resource: dict[st
             raise MappingFailed("the ServiceRequest needs a placer (PLAC), filler (FILL) or "
                                 "accession (ACSN) identifier", location=f"{SR}.identifier")
         data = request.order
-        _lock_keys(conn, [f"order {kind} {issuer}|{number}" for kind, number, issuer in (
-            ("placer", data.placer_number, data.placer_issuer),
-            ("filler", data.filler_number, data.filler_issuer),
-            ("accession", data.accession, "")) if number])
+        if not data.placer_number:  # a placer number is unique in the database already
+            keys = [f"order accession {data.accession}"] if data.accession else []
+            if data.filler_number:
+                keys.append(f"order filler {data.filler_issuer}|{data.filler_number}")
+            _lock_keys(conn, keys)
         found = find_order(session, request.order)
         if found is not None and mode == "create":
             raise Conflict(f"ServiceRequest/{found.id} has these identifiers; change it with "
@@ -575,6 +364,9 @@ def _subject(session: Session, ctx: FhirContext, resource: Mapping[str, Any],
             raise InvalidReference(f"the subject's condition matches {len(found)} patients",
                                    location=f"{where}.reference")
         return _stored_patient(session.connection(), found[0], where)
+    own_base = f"{ctx.settings.base_url}/fhir/"
+    if isinstance(reference, str) and reference.startswith(own_base):
+        reference = reference[len(own_base):]  # this server's own absolute URL
     parts = reference_parts(reference)
     if parts is not None and "://" not in str(reference):
         if parts[0] != PATIENT:
@@ -616,8 +408,6 @@ def _write_patient(session: Session, ctx: FhirContext, resource: dict[str, Any],
     kept = kept_part(resource)
     digest = resource_hash(kept)
     conn = session.connection()
-    if target is None:
-        _lock_keys(conn, [f"patient {i.issuer}|{i.value}" for i in data.identifiers])
     holders: dict[int, Identifier] = {}
     for identifier in data.identifiers:
         found = lookup_identifier(conn, identifier)

@@ -36,18 +36,10 @@ from bridge.mapping.fhir_bundle import (
 )
 from bridge.mapping.fhir_datatypes import JSONDict, instant
 from bridge.mapping.fhir_outcome import NotAllowed, outcome_for
+from bridge.services.fhir_context import PATIENT, SR, FhirContext
+from bridge.services.fhir_lookup import build_resources, versions
 from bridge.services.fhir_queries import read_any, search_bundle
-from bridge.services.fhir_resources import (
-    PATIENT,
-    SR,
-    FhirContext,
-    Written,
-    build_resources,
-    conditional_update,
-    create,
-    update,
-    versions,
-)
+from bridge.services.fhir_resources import Written, conditional_update, create, update
 
 log = logging.getLogger("bridge.fhir")
 

@@ -37,6 +37,7 @@ class Base(DeclarativeBase):
 
 class Patient(Base):
     __tablename__ = "patients"
+    __table_args__ = (Index("ix_patients_updated_at", "updated_at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     #: DICOM PN layout: ``Family^Given^Middle^Prefix^Suffix`` (one alphabetic group).
@@ -80,6 +81,7 @@ class Order(Base):
         Index("ix_orders_accession", "accession"),
         Index("ix_orders_filler", "filler_number"),
         Index("ix_orders_study_uid", "study_instance_uid"),
+        Index("ix_orders_updated_at", "updated_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -101,6 +103,11 @@ class Order(Base):
     requesting_physician: Mapped[str | None] = mapped_column(String(320))
     referring_physician: Mapped[str | None] = mapped_column(String(320))
     admission_id: Mapped[str | None] = mapped_column(String(64))
+    #: ImagingServiceRequestComments (FHIR ServiceRequest.note).
+    comments: Mapped[str | None] = mapped_column(Text)
+    #: IssueDate/TimeOfImagingServiceRequest (FHIR ServiceRequest.authoredOn, local time).
+    issue_date: Mapped[str | None] = mapped_column(String(8))
+    issue_time: Mapped[str | None] = mapped_column(String(14))
     status: Mapped[str] = mapped_column(String(16), default="SCHEDULED")
     source: Mapped[str] = mapped_column(String(16), default="hl7")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -378,6 +378,11 @@ def test_search_paging_include_and_last_updated(api: Api, writer: httpx.Client) 
     assert issue(strict, 400)["code"] == "structure"
     lenient = valid(writer.get("/fhir/ServiceRequest", params={"performer": "x"}))
     assert lenient["total"] == 5 and "performer" not in lenient["link"][0]["url"]
+    posted = valid(writer.post("/fhir/ServiceRequest/_search", content=b"status=on-hold",
+                               headers={"Content-Type": "application/x-www-form-urlencoded"}))
+    assert [e["resource"]["id"] for e in posted["entry"]] == [ids[0]]
+    only_total = valid(writer.get("/fhir/ServiceRequest", params={"_count": "0"}))
+    assert only_total["total"] == 5 and "entry" not in only_total
 
 
 # ------------------------------------------------------------------------------ bad input

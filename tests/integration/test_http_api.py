@@ -486,12 +486,20 @@ def test_openapi_lists_endpoints_and_bearer_scheme(api: Api) -> None:
         "/dicomweb/studies/{study}/series/{series}/instances/{instance}": {"get"},
         "/dicomweb/studies/{study}/series/{series}/instances/{instance}/metadata": {"get"},
         "/dicomweb/studies/{study}/series/{series}/instances/{instance}/bulk/{tag}": {"get"},
+        "/fhir": {"post"},
+        "/fhir/metadata": {"get"},
+        "/fhir/$notify": {"post"},
+        "/fhir/$notify/{resource_type}/{resource_id}": {"put"},
+        "/fhir/{resource_type}": {"get", "post", "put"},
+        "/fhir/{resource_type}/_search": {"post"},
+        "/fhir/{resource_type}/{resource_id}": {"get", "put"},
     }
     assert {path: set(ops) for path, ops in spec["paths"].items()} == expected
     for path, operations in spec["paths"].items():
         for operation in operations.values():
             secured = operation.get("security") == [{"bearer": []}]
-            assert secured == (path != "/health"), path
+            # Open: the health check, and the CapabilityStatement (as FHIR servers do).
+            assert secured == (path not in ("/health", "/fhir/metadata")), path
 
 
 def test_concurrent_requests(api: Api) -> None:

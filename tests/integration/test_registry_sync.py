@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.adapters.fhir_client import FhirClient
 from bridge.adapters.http.app import create_app
-from bridge.adapters.http.routes_fhir_notify import notify_router
 from bridge.config import Settings
 from bridge.errors import Rejected, Transient
 from bridge.jobs import queue
@@ -401,8 +400,7 @@ def test_notify_pulls_through_the_http_api(
     scheduler = make_scheduler()
     poller = RegistryPoller(make_sync(), scheduler)
     poller.register(3600, first_run_now=False)  # only notifications pull in this test
-    app = create_app(sync_settings, session_factory)
-    app.include_router(notify_router(poller.trigger_now))
+    app = create_app(sync_settings, session_factory, notify_trigger=poller.trigger_now)
     scheduler.start()
     try:
         with running_api(app, session_factory) as api:
@@ -435,8 +433,7 @@ def test_a_rest_hook_subscription_on_the_registry_pulls_at_once(
     scheduler = make_scheduler()
     poller = RegistryPoller(make_sync(), scheduler)
     poller.register(3600, first_run_now=False)
-    app = create_app(sync_settings, session_factory)
-    app.include_router(notify_router(poller.trigger_now))
+    app = create_app(sync_settings, session_factory, notify_trigger=poller.trigger_now)
     scheduler.start()
     try:
         with running_api(app, session_factory) as api:
@@ -461,7 +458,6 @@ def test_notify_without_a_registry_answers_an_outcome(
     settings: Settings, session_factory: sessionmaker[Session],
 ) -> None:
     app = create_app(settings, session_factory)
-    app.include_router(notify_router(None))
     with running_api(app, session_factory) as api, api.client("integration") as http:
         answer = http.post("/fhir/$notify")
     assert answer.status_code == 404

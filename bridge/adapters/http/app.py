@@ -21,6 +21,7 @@ from starlette.status import HTTP_422_UNPROCESSABLE_CONTENT
 
 from bridge.adapters.http import (
     routes_dicomweb,
+    routes_fhir,
     routes_fhir_notify,
     routes_health,
     routes_jobs,
@@ -86,6 +87,7 @@ def create_app(
         app.include_router(module.router)
     # Before the FHIR REST routes: ``POST /fhir/{type}`` would take ``$notify`` for a type.
     app.include_router(routes_fhir_notify.notify_router(notify_trigger))
+    app.include_router(routes_fhir.router)
     app.add_exception_handler(BridgeError, _bridge_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]

@@ -49,6 +49,8 @@ from bridge.mapping.fhir_capability import (
     domain_resources,
 )
 from bridge.mapping.fhir_outcome import NotAllowed, information
+from bridge.services.fhir_context import DOMAIN_TYPES, FhirContext
+from bridge.services.fhir_lookup import build_resources
 from bridge.services.fhir_queries import (
     ENDPOINT,
     IMAGING_INCLUDES,
@@ -58,15 +60,7 @@ from bridge.services.fhir_queries import (
     read_any,
     search_bundle,
 )
-from bridge.services.fhir_resources import (
-    DOMAIN_TYPES,
-    FhirContext,
-    Written,
-    build_resources,
-    conditional_update,
-    create,
-    update,
-)
+from bridge.services.fhir_resources import Written, conditional_update, create, update
 from bridge.services.fhir_transactions import process_bundle
 from bridge.store.db import read_session
 
