@@ -50,7 +50,11 @@ _CLAIM = {
 _UPDATE_PATIENT = update(P).where(P.c.id == bindparam("b_id")).values(
     name=bindparam("name"), name_search=bindparam("name_search"),
     birth_date=bindparam("birth_date"), sex=bindparam("sex"), updated_at=bindparam("b_now"))
-_INSERT_ORDERS = FastInsert(O, [c.name for c in O.columns])
+#: Columns only the FHIR intake fills (ServiceRequest.note, authoredOn); HL7 rows leave them
+#: NULL, so the bulk insert does not name them.
+_FHIR_ONLY_ORDER_COLUMNS = frozenset({"comments", "issue_date", "issue_time"})
+_INSERT_ORDERS = FastInsert(O, [c.name for c in O.columns
+                                if c.name not in _FHIR_ONLY_ORDER_COLUMNS])
 _INSERT_STEPS = FastInsert(S, [c.name for c in S.columns if c.name != "id"])
 _ORDER_COLUMNS = (*rules.ORDER_FIELDS, "placer_issuer", "filler_issuer", "procedure_code",
                   "procedure_scheme", "procedure_meaning", "patient_id", "status")
