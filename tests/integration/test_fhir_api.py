@@ -541,8 +541,10 @@ def test_importing_the_same_service_request_again_changes_nothing(
     with api.session_factory() as session, session.begin():
         assert apply_service_request(session, recalled, settings) == (order_id, False)
     assert [s.status for s in steps_of(api.session_factory, order_id)] == ["CANCELED"]
-    with api.client("viewer") as viewer:
-        read = valid(viewer.get(f"/fhir/ServiceRequest/{order_id}"))
+    with api.client("viewer") as viewer:  # patient data: not for the viewer role
+        assert viewer.get(f"/fhir/ServiceRequest/{order_id}").status_code == 403
+    with api.client("integration") as reader:
+        read = valid(reader.get(f"/fhir/ServiceRequest/{order_id}"))
     assert read["status"] == "revoked"  # the registry's "recalled", in FHIR's words
     assert "contained" not in read and read["subject"]["reference"].startswith("Patient/")
 

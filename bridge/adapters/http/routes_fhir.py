@@ -9,8 +9,8 @@
 - ImagingStudy and Endpoint: read and search (:mod:`bridge.services.fhir_imaging`).
 - ``POST /fhir``: transaction and batch Bundles (:mod:`bridge.services.fhir_transactions`).
 
-Tokens: the viewer role reads and searches, the integration role writes. Every error is an
-OperationOutcome (:class:`~.fhir_http.FhirRoute`). Reads run in read-only sessions (on
+Tokens: the integration role reads, searches and writes (the resources carry patient data,
+as the HL7 message contents do). Every error is an OperationOutcome (:class:`~.fhir_http.FhirRoute`). Reads run in read-only sessions (on
 SQLite they take no write lock); a write commits once, after the whole interaction (or
 Bundle) succeeded.
 """
@@ -29,7 +29,6 @@ from bridge.adapters.http.deps import (
     ContextDep,
     IntegrationToken,
     SessionDep,
-    ViewerToken,
 )
 from bridge.adapters.http.fhir_http import (
     FhirRoute,
@@ -110,14 +109,14 @@ def bundle(request: Request, context: ContextDep, session: SessionDep,
 
 @router.get("/{resource_type}")
 def search(resource_type: str, request: Request, context: ContextDep,
-           _token: ViewerToken) -> Response:
+           _token: IntegrationToken) -> Response:
     check_format(request)
     return _search(resource_type, list(request.query_params.multi_items()), request, context)
 
 
 @router.post("/{resource_type}/_search")
 def search_by_post(resource_type: str, request: Request, context: ContextDep,
-                   _token: ViewerToken, body: RawBody) -> Response:
+                   _token: IntegrationToken, body: RawBody) -> Response:
     """Search with the parameters in a form body (and the URL)."""
     check_format(request)
     media = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
@@ -140,7 +139,7 @@ def _search(resource_type: str, params: list[tuple[str, str]], request: Request,
 
 @router.get("/{resource_type}/{resource_id}")
 def read(resource_type: str, resource_id: str, request: Request, context: ContextDep,
-         _token: ViewerToken) -> Response:
+         _token: IntegrationToken) -> Response:
     check_format(request)
     kind = _served(resource_type)
     with read_session(context.session_factory) as session:
