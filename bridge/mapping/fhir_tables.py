@@ -12,10 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bridge.domain import StepStatus
-from bridge.mapping.tables import TableError
+from bridge.mapping.tables import TableError, read_table
 
 #: Every ServiceRequest.status code FHIR defines (request-status); what the bridge writes.
 FHIR_REQUEST_STATUSES = frozenset(
@@ -99,13 +97,13 @@ class FhirTables:
 def load_fhir_tables(mappings_dir: Path) -> FhirTables:
     """Read ``mappings_dir/fhir``; :class:`TableError` names the file and key at fault."""
     base = mappings_dir / "fhir"
-    status = _read(base / "service_request_status.yaml")
-    priority = _read(base / "priority.yaml")
-    identifiers = _read(base / "identifiers.yaml")
-    performers = _read(base / "performers.yaml")
-    modality = _read(base / "modality.yaml")
-    schemes = _read(base / "coding_systems.yaml")
-    patient = _read(base / "patient.yaml")
+    status = read_table(base / "service_request_status.yaml")
+    priority = read_table(base / "priority.yaml")
+    identifiers = read_table(base / "identifiers.yaml")
+    performers = read_table(base / "performers.yaml")
+    modality = read_table(base / "modality.yaml")
+    schemes = read_table(base / "coding_systems.yaml")
+    patient = read_table(base / "patient.yaml")
 
     status_file = base / "service_request_status.yaml"
     to_steps = {str(k): _step_status(v, status_file, k)
@@ -209,16 +207,6 @@ def load_fhir_tables(mappings_dir: Path) -> FhirTables:
         gender_to_sex=gender_to_sex,
         sex_to_gender=sex_to_gender,
     )
-
-
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise TableError(f"{path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise TableError(f"{path}: expected a mapping at the top level")
-    return data
 
 
 def _mapping(data: dict[str, Any], key: str, path: Path) -> dict[Any, Any]:

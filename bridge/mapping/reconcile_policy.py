@@ -7,9 +7,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Literal
 
-import yaml
-
-from bridge.mapping.tables import TableError
+from bridge.mapping.tables import TableError, read_table
 
 MatchKey = Literal["accession", "study_instance_uid", "patient"]
 MATCH_KEYS: tuple[MatchKey, ...] = ("accession", "study_instance_uid", "patient")
@@ -25,10 +23,7 @@ def load_reconcile_policy(mappings_dir: Path) -> ReconcilePolicy:
     path = mappings_dir / "dicom" / "reconciliation.yaml"
     if not path.is_file():
         return ReconcilePolicy()
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise TableError(f"{path}: {exc}") from None
+    data = read_table(path)
     order = tuple(str(k) for k in data.get("match_order", MATCH_KEYS))
     unknown = [k for k in order if k not in MATCH_KEYS]
     if unknown or not order:

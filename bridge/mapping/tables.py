@@ -55,17 +55,17 @@ HANDLERS = {"patient", "merge", "change_identifier", "order"}
 
 def load_hl7_tables(mappings_dir: Path) -> HL7Tables:
     base = mappings_dir / "hl7v2"
-    messages = _read(base / "messages.yaml")
+    messages = read_table(base / "messages.yaml")
     handlers = {str(k).upper(): str(v) for k, v in messages.get("handlers", {}).items()}
     for key, handler in handlers.items():
         if handler not in HANDLERS:
             raise TableError(f"{base / 'messages.yaml'}: {key}: unknown handler {handler!r}")
     fields = {
         group: {name: _paths(value) for name, value in (entries or {}).items()}
-        for group, entries in _read(base / "fields.yaml").items()
+        for group, entries in read_table(base / "fields.yaml").items()
     }
     status_table: dict[str, StepStatus] = {}
-    for key, value in _read(base / "order_status.yaml").items():
+    for key, value in read_table(base / "order_status.yaml").items():
         try:
             status_table[str(key).upper()] = StepStatus(str(value))
         except ValueError:
@@ -74,7 +74,7 @@ def load_hl7_tables(mappings_dir: Path) -> HL7Tables:
     stations = tuple(
         StationRule(station_ae=str(rule["station_ae"]), modality=rule.get("modality"),
                     location=rule.get("location"))
-        for rule in _read(base / "stations.yaml").get("rules", [])
+        for rule in read_table(base / "stations.yaml").get("rules", [])
     )
     return HL7Tables(
         versions=frozenset(str(v) for v in messages.get("versions", [])),
@@ -82,12 +82,13 @@ def load_hl7_tables(mappings_dir: Path) -> HL7Tables:
         handlers=handlers,
         fields=fields,
         order_status=status_table,
-        priority={str(k).upper(): str(v) for k, v in _read(base / "priority.yaml").items()},
+        priority={str(k).upper(): str(v) for k, v in read_table(base / "priority.yaml").items()},
         stations=stations,
     )
 
 
-def _read(path: Path) -> dict[str, Any]:
+def read_table(path: Path) -> dict[str, Any]:
+    """One YAML table: a mapping at the top level, or a :class:`TableError` naming the file."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:

@@ -8,10 +8,7 @@ merge after storage changes what C-FIND and WADO answer, without touching the fi
 from __future__ import annotations
 
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import httpx
 import pydicom
@@ -27,10 +24,10 @@ from tests.conftest import hl7_fixture, require_tool
 from tests.dicom_factories import write_series
 from tests.hl7_harness import running_bridge
 from tests.orthanc_peer import running_orthanc
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
-T = TypeVar("T")
 STUDY_UID = "1.2.826.0.1.3680043.10.1137.1.9901"
 
 
@@ -46,16 +43,6 @@ def order_for_p10003(accession: str = "E2E1", study_uid: str = STUDY_UID) -> byt
                      ("Ґалаґан^Олена^Павлівна", "Мʼясоїд^Євгенія^Юріївна")):
         text = text.replace(old, new)
     return text.encode()
-
-
-def eventually(probe: Callable[[], T | None], timeout: float = 60.0) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("condition not reached in time")
 
 
 def study_level_find(port: int, out: Path, study_uid: str = STUDY_UID) -> pydicom.Dataset:

@@ -6,10 +6,8 @@ ImagingStudy that references the registry's own Patient and ServiceRequest."""
 from __future__ import annotations
 
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pydicom
@@ -23,20 +21,10 @@ from tests.dicom_factories import write_series
 from tests.fhir_peer import running_sekmet
 from tests.fhir_registry import FACILITY_SYSTEM, Registry
 from tests.hl7_harness import running_bridge
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
-T = TypeVar("T")
-
-
-def eventually(probe: Callable[[], T | None], timeout: float = 60.0) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("condition not reached in time")
 
 
 def worklist(port: int, out: Path) -> list[pydicom.Dataset]:
