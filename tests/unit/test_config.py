@@ -85,3 +85,19 @@ def test_non_loopback_bind_needs_a_peer_allow_list(monkeypatch: pytest.MonkeyPat
         load_settings()
     monkeypatch.setenv("BRIDGE_DICOM_PEERS", '[{"ae_title": "CT1", "host": "10.0.0.5"}]')
     assert load_settings().bind == "0.0.0.0"
+
+
+def test_the_example_environment_file_is_valid(monkeypatch: pytest.MonkeyPatch,
+                                               tmp_path: Path) -> None:
+    """bridge.env.example is what operators copy: every line must load."""
+    from bridge.config import PROJECT_ROOT
+
+    lines = (PROJECT_ROOT / "bridge.env.example").read_text().splitlines()
+    values = dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+    assert values
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("BRIDGE_DATA_DIR", str(tmp_path))
+    settings = load_settings()
+    assert [p.ae_title for p in settings.dicom_peers] == ["CT_SCANNER_1", "US_ROOM_1", "PACS"]
+    assert settings.forward_rules[0].destination == "PACS"
