@@ -115,9 +115,9 @@ class Background:
         """Stop the periodic jobs first (they queue work), then the workers."""
         if self.scheduler.running:
             self.scheduler.shutdown()
-        if self.registry is not None:
-            self.registry.close()
         for worker in self.workers:
             worker.stop()
+        if self.registry is not None:  # after the workers: they run registry imports
+            self.registry.close()
         if self.publisher is not None:
             self.publisher.close()

@@ -63,6 +63,8 @@ def read_index_values(header: Dataset, *, transfer_syntax_uid: str,
         "SOPClassUID": sop_class,
         "StudyInstanceUID": read.text(0x0020000D),
         "SeriesInstanceUID": read.text(0x0020000E),
+        # From the file meta, which a STOW-RS client writes itself.
+        "TransferSyntaxUID": transfer_syntax_uid,
     }
     for keyword, value in values.items():
         if not value:

@@ -71,8 +71,10 @@ def delete_study(session: Session, *, study_uid: str, actor: str, reason: str,
     ``before_delete`` hooks run first, in the same transaction (e.g. queue the withdrawal of
     a published ImagingStudy)."""
     conn = session.connection()
+    # Locked first (PostgreSQL): an object being indexed into the study holds the row, and
+    # its instance must be seen (and its file listed) rather than fail the delete on a key.
     study = conn.execute(select(S.c.id, S.c.num_instances, S.c.reconciliation).where(
-        S.c.study_instance_uid == study_uid)).first()
+        S.c.study_instance_uid == study_uid).with_for_update()).first()
     if study is None:
         raise NotFound("no such study", location="study_instance_uid")
     for hook in before_delete:

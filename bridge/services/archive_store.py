@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine, Row, bindparam, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.config import Settings
@@ -66,9 +66,12 @@ _ATTEMPTS = 3
 # a statement costs more than running it on SQLite.
 _INSTANCE_BY_UID = select(I.c.id, I.c.path, I.c.size, I.c.study_id).where(
     I.c.sop_instance_uid == bindparam("uid"))
+# Locked (PostgreSQL; SQLite's writers are serialised already): the study is updated below
+# anyway, and deciding on the row as read before the lock would miss a sweep that marked it
+# stable meanwhile (the late object would not re-open it) or a delete under way.
 _STUDY_BY_UID = select(S.c.id, S.c.state, S.c.reconciliation, S.c.source_patient_id,
                        S.c.source_issuer, S.c.modalities).where(
-    S.c.study_instance_uid == bindparam("uid"))
+    S.c.study_instance_uid == bindparam("uid")).with_for_update()
 _SERIES_BY_UID = select(SE.c.id, SE.c.study_id).where(
     SE.c.series_instance_uid == bindparam("uid"))
 _INSERT_INSTANCE = I.insert()
@@ -213,7 +216,7 @@ class ArchiveStore:
                                                     job.calling_ae))
                 except IntegrityError:
                     outcomes.append(None)  # raced another process: run alone below
-                except BridgeError as exc:
+                except (BridgeError, DataError) as exc:  # this object's own values
                     outcomes.append(exc)
             placed = {(self.root / job.placed.relative).parent
                       for job, outcome in zip(jobs, outcomes, strict=True)
@@ -226,7 +229,9 @@ class ArchiveStore:
                 try:
                     outcome = self._index_with_retry(job.values, job.placed, job.codec,
                                                      job.calling_ae)
-                except BridgeError as exc:
+                except Exception as exc:
+                    # This object's failure only: the batch has committed the others, and
+                    # raising here would fail them all and have their files removed.
                     outcome = exc
             done.append(outcome)
         return done
@@ -320,7 +325,7 @@ class ArchiveStore:
             order_id=match.order_id if match else None,
             source_patient_id=values.patient_id, source_issuer=values.issuer,
             source_patient_name=values.patient_name,
-            source_name_search=values.patient_name.casefold(),
+            source_name_search=values.patient_name.casefold()[:320],  # ß → ss grows
             source_birth_date=values.birth_date, source_sex=values.sex,
             accession=values.accession, study_date=values.study_date,
             study_time=values.study_time, study_id=values.study_id,

@@ -19,6 +19,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     ``BEGIN IMMEDIATE`` so writers queue on the lock instead of failing on upgrade.
     """
     parsed = make_url(url)
+    # Errors of the database layer reach the logs (tracebacks): they must not quote the
+    # statement's values, which are patient names, identifiers and birth dates.
+    kwargs.setdefault("hide_parameters", True)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":

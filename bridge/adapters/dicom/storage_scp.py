@@ -54,15 +54,22 @@ def handle_store(event: Event, store: ArchiveStore) -> int | Dataset:
     except BridgeError as exc:
         logger.warning("C-STORE refused: %s", exc.message, extra=extra)
         return failure(exc)
-    except OperationalError:
-        logger.exception("C-STORE failed: database unavailable", extra=extra)
+    except OperationalError as exc:
+        _log_unexpected("C-STORE failed: database unavailable", exc, extra)
         return failure(Transient("archive database unavailable"))
     except OSError as exc:
-        logger.exception("C-STORE failed: storage error", extra=extra)
+        _log_unexpected("C-STORE failed: storage error", exc, extra)
         full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
         return failure(Transient("archive storage full" if full else "archive storage error"))
     except Exception as exc:  # never let a bad object take the association down
-        logger.exception("C-STORE failed", extra=extra)
+        _log_unexpected("C-STORE failed", exc, extra)
         return failure(exc, default_comment="internal error")
     logger.info("C-STORE %s: %s", stored.outcome, stored.reconciliation, extra=extra)
     return SUCCESS
+
+
+def _log_unexpected(message: str, exc: BaseException, extra: dict[str, str | None]) -> None:
+    """The error's kind at ERROR; its text and traceback only at DEBUG: a database's own
+    message can quote the row it refused (patient names and IDs)."""
+    logger.error("%s (%s)", message, type(exc).__name__, extra=extra)
+    logger.debug("C-STORE failure detail", exc_info=exc, extra=extra)

@@ -10,9 +10,9 @@
 - ``POST /fhir``: transaction and batch Bundles (:mod:`bridge.services.fhir_transactions`).
 
 Tokens: the integration role reads, searches and writes (the resources carry patient data,
-as the HL7 message contents do). Every error is an OperationOutcome (:class:`~.fhir_http.FhirRoute`). Reads run in read-only sessions (on
-SQLite they take no write lock); a write commits once, after the whole interaction (or
-Bundle) succeeded.
+as the HL7 message contents do). Every error is an OperationOutcome
+(:class:`~.fhir_http.FhirRoute`). Reads run in read-only sessions (on SQLite they take no
+write lock); a write commits once, after the whole interaction (or Bundle) succeeded.
 """
 
 from __future__ import annotations
