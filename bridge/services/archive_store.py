@@ -165,8 +165,15 @@ class ArchiveStore:
         try:
             stored, replaced_path = self._commits.submit(
                 _IndexJob(values, placed, codec, arrival.calling_ae))
-        except BaseException:
+        except BridgeError:  # refused: the transaction did not commit this object
             remove_file(self.root / placed.relative)
+            raise
+        except BaseException:
+            # A lost connection can fail a COMMIT that landed: the file goes only when the
+            # index surely does not point to it (a leftover file is harmless, a row without
+            # its file is lost data).
+            if self._indexed_at(values.sop_instance_uid, placed.relative) is False:
+                remove_file(self.root / placed.relative)
             raise
         if stored.outcome == "duplicate":
             remove_file(self.root / placed.relative)
@@ -175,6 +182,15 @@ class ArchiveStore:
         logger.debug("stored %s from %s (%s)", values.sop_instance_uid, arrival.calling_ae,
                      stored.reconciliation)
         return stored
+
+    def _indexed_at(self, sop_instance_uid: str, relative: str) -> bool | None:
+        """Whether the index points to this file; None when the database cannot say."""
+        try:
+            with self.engine.connect() as conn:
+                path = conn.execute(_INSTANCE_BY_UID, {"uid": sop_instance_uid}).first()
+        except Exception:
+            return None
+        return path is not None and path.path == relative
 
     def accept_bytes(self, data: bytes, *, calling_ae: str = "", source: str = "stow") -> Stored:
         """For callers holding the object in memory (STOW-RS): written to a temporary file

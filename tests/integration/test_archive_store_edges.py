@@ -75,3 +75,31 @@ def test_an_over_long_transfer_syntax_uid_is_refused_with_its_name(
     assert refused.value.location == "TransferSyntaxUID"
     with session_factory() as session:
         assert session.scalars(select(Instance.id)).all() == []
+
+
+@pytest.mark.parametrize("committed", [True, False])
+def test_a_failure_after_commit_keeps_the_file_its_row_points_to(
+        settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, committed: bool) -> None:
+    """A connection lost during COMMIT: the commit may have landed. The file is removed
+    only when the index surely does not point to it."""
+    from sqlalchemy.exc import OperationalError
+
+    store = ArchiveStore(settings, session_factory)
+    run_batch = store._index_batch
+
+    def commit_then_lose_the_answer(jobs):  # type: ignore[no-untyped-def]
+        if committed:
+            run_batch(jobs)
+        raise OperationalError("COMMIT", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(store._commits, "_run_batch", commit_then_lose_the_answer)
+    [path] = write_series(tmp_path / "in", 1)
+    with pytest.raises(OperationalError):
+        store.accept(Arrival(path, calling_ae="CT1", disposable=False))
+    with session_factory() as session:
+        rows = list(session.scalars(select(Instance.path)))
+    on_disk = [str(p.relative_to(settings.archive_root))
+               for p in settings.archive_root.rglob("*.dcm")]
+    assert on_disk == rows  # committed: one row and its file; not: neither
+    assert len(rows) == (1 if committed else 0)
