@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bridge.config import Settings, load_settings
 from bridge.store.db import make_engine, make_session_factory
 from bridge.store.migrate import upgrade
+from tests.peer_process import free_port  # noqa: F401 (tests import it from here)
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 REQUIRE_PEERS = os.environ.get("BRIDGE_REQUIRE_PEERS") == "1"
@@ -39,12 +39,6 @@ def require_tool(name: str) -> str:
         missing_peer(f"{name} not installed (Debian package dcmtk)")
     assert path is not None
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

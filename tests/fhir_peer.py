@@ -20,11 +20,7 @@ data, to simulate a FHIR server that is unreachable for a while.
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,8 +29,8 @@ from typing import Any
 import httpx
 import yaml
 
-START_TIMEOUT = 60.0
-STOP_TIMEOUT = 15.0
+from tests.peer_process import PeerProcess, free_port
+
 # Variables sekmet reads that would point it elsewhere than the folder and port chosen here.
 _SEKMET_ENV = ("SEKMET_CONFIG", "SEKMET_BASE_URL", "SEKMET_DB", "SEKMET_PUBLIC_URL", "SEKMET_PORT")
 
@@ -56,14 +52,12 @@ def require_sekmet() -> str:
     return binary
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class SekmetPeer:
+class SekmetPeer(PeerProcess):
     """One sekmet process and what a test needs to talk to it (JSON only)."""
+
+    name = "sekmet"
+    health_path = "/metadata"
+    stop_timeout = 15.0
 
     def __init__(self, binary: str, work_dir: Path, *, port: int) -> None:
         self.binary = binary
@@ -71,21 +65,16 @@ class SekmetPeer:
         self.port = port
         self.root_url = f"http://127.0.0.1:{port}"
         self.base_url = f"{self.root_url}/fhir"
-        self.log_path = work_dir / "sekmet.log"
-        self._proc: subprocess.Popen[bytes] | None = None
-        self.http = self._new_client()
+        super().__init__(work_dir / "sekmet.log")
 
     def _new_client(self) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, timeout=30.0,
                             headers={"Accept": "application/fhir+json"})
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+    def _command(self) -> tuple[list[str], Path | None, dict[str, str] | None]:
+        env = {key: value for key, value in os.environ.items() if key not in _SEKMET_ENV}
+        return ([self.binary, "serve", "--config", str(self.work_dir / "settings.yaml"),
+                 "--host", "127.0.0.1", "--port", str(self.port)], self.work_dir, env)
 
     # ---- FHIR helpers (raise on an HTTP error; the tests look at the resources) ----
 
@@ -129,69 +118,6 @@ class SekmetPeer:
         return [entry["resource"] for entry in response.json().get("entry", [])
                 if "resource" in entry]
 
-    # ---- process control ----
-
-    def start(self) -> None:
-        """Start (or restart) on the same port and data; returns when ``/fhir/metadata`` answers."""
-        if self.running:
-            return
-        env = {key: value for key, value in os.environ.items() if key not in _SEKMET_ENV}
-        log = self.log_path.open("ab")  # a pipe nobody reads would block the server
-        try:
-            self._proc = subprocess.Popen(
-                [self.binary, "serve", "--config", str(self.work_dir / "settings.yaml"),
-                 "--host", "127.0.0.1", "--port", str(self.port)],
-                cwd=self.work_dir, env=env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL)
-        finally:
-            log.close()  # the child holds its own descriptor
-        self._wait_until_up()
-
-    def stop(self, *, kill: bool = False) -> None:
-        """Graceful stop (SIGTERM; SIGKILL if it hangs), or a crash with ``kill=True``. Port and
-        data stay for :meth:`start`."""
-        # Drop keep-alive connections: a pooled socket to the dead server would fail oddly.
-        self.http.close()
-        self.http = self._new_client()
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(STOP_TIMEOUT)
-
-    def close(self) -> None:
-        # Killed: the data folder is thrown away with the test, and SIGTERM makes uvicorn wait
-        # for open keep-alive connections.
-        self.stop(kill=True)
-        self.http.close()
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def _wait_until_up(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        assert self._proc is not None
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"sekmet exited with {self._proc.returncode}:\n"
-                                   f"{self.log_tail()}")
-            try:
-                if self.http.get("/metadata", timeout=1.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        self.stop(kill=True)
-        raise TimeoutError(f"sekmet did not answer /fhir/metadata in {START_TIMEOUT} s:\n"
-                           f"{self.log_tail()}")
-
 
 def sekmet_settings(work_dir: Path, *, port: int, simulator: bool = False,
                     extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -220,7 +146,7 @@ def running_sekmet(tmp_dir: Path, *, port: int | None = None, simulator: bool = 
     """
     binary = binary or require_sekmet()
     tmp_dir.mkdir(parents=True, exist_ok=True)
-    port = port or _free_port()
+    port = port or free_port()
     settings = sekmet_settings(tmp_dir, port=port, simulator=simulator, extra=extra_settings)
     (tmp_dir / "settings.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
     peer = SekmetPeer(binary, tmp_dir, port=port)

@@ -19,9 +19,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -30,10 +27,10 @@ from typing import Any
 
 import httpx
 
+from tests.peer_process import PeerProcess, free_port
+
 DEBIAN_BINARY = "/usr/sbin/Orthanc"
 DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
-START_TIMEOUT = 60.0
-STOP_TIMEOUT = 30.0
 
 
 def orthanc_binary() -> str | None:
@@ -57,37 +54,28 @@ def require_orthanc() -> str:
     return binary
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class OrthancPeer:
+class OrthancPeer(PeerProcess):
     """One Orthanc process and what a test needs to talk to it."""
+
+    name = "Orthanc"
+    # The HTTP server comes up last, after the DICOM server: once it answers, both listen.
+    health_path = "/system"
 
     def __init__(self, binary: str, config_path: Path, log_path: Path, *, aet: str,
                  dicom_port: int, http_port: int) -> None:
         self.binary = binary
         self.config_path = config_path
-        self.log_path = log_path
         self.aet = aet
         self.dicom_port = dicom_port
         self.http_port = http_port
         self.host = "127.0.0.1"
-        self._proc: subprocess.Popen[bytes] | None = None
-        self.http = self._new_client()
+        super().__init__(log_path)
 
     def _new_client(self) -> httpx.Client:
         return httpx.Client(base_url=f"http://127.0.0.1:{self.http_port}", timeout=60.0)
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+    def _command(self) -> tuple[list[str], Path | None, dict[str, str] | None]:
+        return [self.binary, str(self.config_path)], None, None
 
     def rest(self, path: str, method: str = "GET", **kwargs: Any) -> Any:
         """One REST call; raises on an HTTP error, returns the decoded JSON (or the bytes when
@@ -130,65 +118,6 @@ class OrthancPeer:
                 raise TimeoutError(f"{len(missing)} of {len(expected)} instances not in Orthanc")
             time.sleep(0.1)
 
-    def start(self) -> None:
-        """Start (or restart) on the same ports and storage; returns when ``/system`` answers."""
-        if self.running:
-            return
-        log = self.log_path.open("ab")  # a pipe nobody reads would block Orthanc
-        try:
-            self._proc = subprocess.Popen([self.binary, str(self.config_path)],
-                                          stdout=log, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL)
-        finally:
-            log.close()  # the child holds its own descriptor
-        self._wait_until_up()
-
-    def stop(self, *, kill: bool = False) -> None:
-        """Graceful stop (SIGTERM, as systemd does; SIGKILL if it hangs), or a crash with
-        ``kill=True``. Ports and storage stay for :meth:`start`."""
-        # An idle keep-alive connection would hold Orthanc's HTTP server for seconds.
-        self.http.close()
-        self.http = self._new_client()
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(STOP_TIMEOUT)
-
-    def close(self) -> None:
-        # Killed, not stopped: a graceful stop takes Orthanc ~3 s (its HTTP and DICOM servers
-        # poll), its SQLite index survives a crash, and the harness's storage is thrown away.
-        self.stop(kill=True)
-        self.http.close()
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def _wait_until_up(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        assert self._proc is not None
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"Orthanc exited with {self._proc.returncode}:\n"
-                                   f"{self.log_tail()}")
-            try:
-                if self.http.get("/system", timeout=1.0).status_code == 200:
-                    # The HTTP server comes up last, after the DICOM server: both listen now.
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise TimeoutError(f"Orthanc did not answer /system in {START_TIMEOUT} s:\n"
-                           f"{self.log_tail()}")
-
 
 def orthanc_config(tmp_dir: Path, *, aet: str, dicom_port: int, http_port: int,
                    known_peers: Mapping[str, tuple[str, int]],
@@ -228,8 +157,8 @@ def running_orthanc(tmp_dir: Path, *, aet: str = "ORTHANC", dicom_port: int | No
     """
     binary = binary or require_orthanc()
     tmp_dir.mkdir(parents=True, exist_ok=True)
-    config = orthanc_config(tmp_dir, aet=aet, dicom_port=dicom_port or _free_port(),
-                            http_port=http_port or _free_port(), known_peers=known_peers or {},
+    config = orthanc_config(tmp_dir, aet=aet, dicom_port=dicom_port or free_port(),
+                            http_port=http_port or free_port(), known_peers=known_peers or {},
                             plugins=plugins, extra=extra_config)
     config_path = tmp_dir / "orthanc.json"
     config_path.write_text(json.dumps(config, indent=2))
