@@ -22,6 +22,7 @@ from bridge.adapters.mllp import MLLPServer
 from bridge.background import Background
 from bridge.config import Settings
 from bridge.mapping.tables import load_hl7_tables
+from bridge.services.archive_store import ArchiveStore
 from bridge.services.batching import LoopBatcher
 from bridge.services.hl7_ingest import HL7Ingest, Inbound, Outcome
 from bridge.store.db import make_engine, make_session_factory
@@ -42,6 +43,8 @@ class Bridge:
             linger=settings.hl7_batch_linger_ms / 1000, expected=lambda: self.mllp.connections)
         self.mllp = MLLPServer(self.writer, max_message_bytes=settings.hl7_max_message_bytes)
         self.metrics = CollectorRegistry()
+        #: One store for C-STORE and STOW-RS: their objects share group commits.
+        self.archive = ArchiveStore(settings, self.sessions)
         self.background = Background.build(settings, self.sessions, self.metrics)
         self.dicom: DicomServer | None = None
         self.http: uvicorn.Server | None = None
@@ -56,10 +59,12 @@ class Bridge:
         self.mllp_port = await self.mllp.start(s.bind, s.mllp_port)
         self.dicom = start_dicom_server(
             s, self.sessions,
-            services=(*DEFAULT_SERVICES, storage_service, query_retrieve_service))
+            services=(*DEFAULT_SERVICES, query_retrieve_service),
+            extra_services=(storage_service(s, self.sessions, store=self.archive),))
         self.dicom_port = self.dicom.port
         self.background.start()
         app = create_app(s, self.sessions, reprocess=self.ingest.reprocess,
+                         archive_store=self.archive,
                          metrics_registry=self.metrics,
                          study_hooks=self.background.study_hooks,
                          delete_hooks=self.background.delete_hooks,

@@ -31,10 +31,13 @@ SUCCESS = 0x0000
 STORAGE_SOP_CLASSES = tuple(str(cx.abstract_syntax) for cx in AllStoragePresentationContexts)
 
 
-def storage_service(settings: Settings, session_factory: sessionmaker[Session]) -> DicomService:
+def storage_service(settings: Settings, session_factory: sessionmaker[Session], *,
+                    store: ArchiveStore | None = None) -> DicomService:
+    """``store``: the application's one archive store, shared with STOW-RS so that both
+    intakes group-commit together (their own stores would lock study rows independently)."""
     # Process-wide in pynetdicom; the bridge never needs received data sets in memory.
     _config.STORE_RECV_CHUNKED_DATASET = True
-    store = ArchiveStore(settings, session_factory)
+    store = store or ArchiveStore(settings, session_factory)
     return DicomService(
         name="storage",
         sop_classes=STORAGE_SOP_CLASSES,

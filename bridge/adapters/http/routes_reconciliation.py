@@ -8,7 +8,6 @@ admin. Every decision is written to the audit log with the token's name.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, status
@@ -16,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bridge.adapters.http.deps import AdminToken, ContextDep, IntegrationToken, SessionDep, actor_of
 from bridge.adapters.http.schemas import ErrorBody
-from bridge.services.archive_admin import WAITING, delete_study, list_queue
+from bridge.services.archive_admin import WAITING, QueuedStudy, delete_study, list_queue
 from bridge.services.received_file import remove_file
 from bridge.services.reconciliation import assign_study
 from bridge.services.study_stability import is_stable
@@ -25,25 +24,6 @@ log = logging.getLogger("bridge.http")
 router = APIRouter(prefix="/api/reconciliation", tags=["reconciliation"])
 
 StudyUid = Annotated[str, Path(max_length=64, pattern=r"^[0-9.]+$")]
-
-
-class QueuedStudyOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    study_instance_uid: str
-    reconciliation: Literal["queued", "conflict"]
-    reason: str
-    patient_id: str
-    issuer: str
-    patient_name: str
-    birth_date: str
-    sex: str
-    accession: str
-    study_date: str
-    modalities: str
-    num_series: int
-    num_instances: int
-    received_at: datetime
 
 
 class AssignIn(BaseModel):
@@ -77,18 +57,18 @@ _ERRORS: dict[int | str, dict[str, object]] = {404: {"model": ErrorBody},
                                                409: {"model": ErrorBody}}
 
 
-@router.get("", response_model=list[QueuedStudyOut])
+# The service's dataclass is the response shape: one field list, not two to keep in step.
+@router.get("", response_model=list[QueuedStudy])
 def queued_studies(
     session: SessionDep,
     _token: IntegrationToken,
     state: Annotated[Literal["queued", "conflict"] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
-) -> list[QueuedStudyOut]:
+) -> list[QueuedStudy]:
     """Studies waiting for an operator, oldest first."""
     states = (state,) if state else WAITING
-    return [QueuedStudyOut.model_validate(s)
-            for s in list_queue(session, states=states, limit=limit, offset=offset)]
+    return list_queue(session, states=states, limit=limit, offset=offset)
 
 
 @router.post("/{study_uid}/assign", response_model=AssignOut, responses=_ERRORS)
