@@ -220,6 +220,21 @@ def coding(system: str | None, code: str, display: str | None = None) -> JSONDic
 
 # -- references and identifiers ----------------------------------------------------------
 
+def make_identifier(value: str, *, system: str | None, issuer: str, type_code: str,
+               type_system: str | None) -> JSONDict:
+    """An Identifier: typed when a code is given (v2-0203: MR, ACSN, PLAC, ...); an issuer
+    the tables have no system for is kept as the assigner's display."""
+    made: JSONDict = {}
+    if type_code:
+        made["type"] = {"coding": [coding(type_system, type_code)]}
+    if system:
+        made["system"] = system
+    made["value"] = value
+    if issuer and not system:
+        made["assigner"] = {"display": issuer}
+    return made
+
+
 def reference_parts(reference: Any) -> tuple[str, str] | None:
     """``Patient/12`` or ``http://host/fhir/Patient/12[/_history/3]`` → (``Patient``, ``12``)."""
     if not isinstance(reference, str) or not reference or reference.startswith(("#", "urn:")):

@@ -27,13 +27,13 @@ from bridge.errors import MappingFailed
 from bridge.mapping.fhir_datatypes import (
     JSONDict,
     checked,
-    coding,
     dicom_date_to_fhir,
     drop_unreferenced_contained,
     fhir_date_to_dicom,
     human_name_to_pn,
     identifier_token,
     instant,
+    make_identifier,
     pn_to_human_name,
 )
 from bridge.mapping.fhir_outcome import InvalidCode
@@ -192,16 +192,8 @@ def _identifiers(view: PatientView, sent: Any, tables: FhirTables) -> list[JSOND
 
 
 def _identifier(value: str, issuer: str, id_type: str, tables: FhirTables) -> JSONDict:
-    identifier: JSONDict = {}
-    if id_type:
-        identifier["type"] = {"coding": [coding(tables.type_system, id_type)]}
-    system = tables.system_for(issuer)
-    if system:
-        identifier["system"] = system
-    identifier["value"] = value
-    if issuer and not system:
-        identifier["assigner"] = {"display": issuer}
-    return identifier
+    return make_identifier(value, system=tables.system_for(issuer), issuer=issuer,
+                      type_code=id_type, type_system=tables.type_system)
 
 
 def _put(resource: JSONDict, key: str, value: Any) -> None:

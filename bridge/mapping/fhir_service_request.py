@@ -47,6 +47,7 @@ from bridge.mapping.fhir_datatypes import (
     identifier_token,
     instant,
     local_to_fhir_datetime,
+    make_identifier,
     pn_display,
     reference_parts,
     type_codes,
@@ -526,13 +527,8 @@ def _identifiers(view: OrderView, sent: Any, tables: FhirTables) -> list[JSONDic
 
 def _typed_identifier(code: str, system: str | None, value: str, issuer: str,
                       tables: FhirTables) -> JSONDict:
-    identifier: JSONDict = {"type": {"coding": [coding(tables.type_system, code)]}}
-    if system:
-        identifier["system"] = system
-    identifier["value"] = value
-    if issuer and not system:
-        identifier["assigner"] = {"display": issuer}
-    return identifier
+    return make_identifier(value, system=system, issuer=issuer, type_code=code,
+                      type_system=tables.type_system)
 
 
 def _same_code(said: ServiceRequestInput, view: OrderView) -> bool:
