@@ -1,0 +1,144 @@
+"""The bridge's DICOM server: one pynetdicom AE, non-blocking, built from services.
+
+``start_dicom_server`` is called by the composition root; ``DicomServer.shutdown`` stops
+it. Verification, Modality Worklist and MPPS are offered by default; more services (storage,
+query/retrieve) are passed in as :class:`DicomService` values.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pynetdicom import AE, evt
+from pynetdicom.events import Event, EventHandlerType
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.transport import ThreadedAssociationServer
+from sqlalchemy.orm import Session, sessionmaker
+
+from bridge.adapters.dicom.association_policy import policy_handlers
+from bridge.adapters.dicom.mpps_scp import mpps_service
+from bridge.adapters.dicom.service import DicomService, ServiceFactory
+from bridge.adapters.dicom.worklist_scp import worklist_service
+from bridge.config import Settings
+
+logger = logging.getLogger("bridge.dicom")
+
+
+def verification_service(
+    settings: Settings, session_factory: sessionmaker[Session]
+) -> DicomService:
+    # pynetdicom answers C-ECHO itself (Success) when no handler is bound.
+    return DicomService(name="verification", sop_classes=(str(Verification),))
+
+
+def _no_delay(event: Event) -> None:
+    """pynetdicom writes a DIMSE message as separate PDUs (command, then data set); with
+    Nagle's algorithm the second waits for the peer's delayed ACK: ~40 ms per response."""
+    sock = getattr(event.assoc.dul.socket, "socket", None)
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+#: Largest PDU the bridge accepts.
+MAX_PDU_BYTES = 1 << 20
+
+DEFAULT_SERVICES: tuple[ServiceFactory, ...] = (
+    verification_service,
+    worklist_service,
+    mpps_service,
+)
+
+
+@dataclass(slots=True)
+class DicomServer:
+    ae: AE
+    server: ThreadedAssociationServer
+
+    @property
+    def port(self) -> int:
+        """The bound port (the OS's choice when ``dicom_port`` is 0)."""
+        return int(self.server.server_address[1])
+
+    def shutdown(self) -> None:
+        """Stop listening and end the open associations."""
+        self.server.shutdown()
+        self.ae.shutdown()
+
+
+def start_dicom_server(
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    *,
+    services: Sequence[ServiceFactory] = DEFAULT_SERVICES,
+    extra_services: Sequence[DicomService] = (),
+) -> DicomServer:
+    """Listen on ``(settings.bind, settings.dicom_port)`` as ``settings.ae_title``."""
+    built = [factory(settings, session_factory) for factory in services]
+    built.extend(extra_services)
+    ae = AE(ae_title=settings.ae_title)
+    ae.maximum_associations = settings.dicom_max_associations
+    # Larger PDUs than pynetdicom's 16 KB default: far fewer reads and decodes per object
+    # (about 10 % more C-STORE throughput), while one PDU stays small in memory.
+    ae.maximum_pdu_size = MAX_PDU_BYTES
+    handlers: list[EventHandlerType] = [(evt.EVT_CONN_OPEN, _no_delay)]
+    handlers.extend(policy_handlers(settings))
+    handlers.extend(_bind_handlers(built))
+    for service in built:
+        for sop_class in service.sop_classes:
+            if service.role_selection:
+                ae.add_supported_context(sop_class, _syntaxes(service),
+                                         scu_role=True, scp_role=True)
+            else:
+                ae.add_supported_context(sop_class, _syntaxes(service))
+    # Port 0 is bound by the OS to a free port, read back from the socket: no race with
+    # another process as there would be when picking a free port first.
+    server = ae.start_server(
+        (settings.bind, settings.dicom_port), block=False, evt_handlers=handlers
+    )
+    assert server is not None  # block=False always returns the server
+    dicom = DicomServer(ae, server)
+    logger.info(
+        "DICOM server %s listening on %s:%d (%s)", settings.ae_title, settings.bind,
+        dicom.port, ", ".join(s.name for s in built),
+        extra={"calling_ae": None, "accession": None},
+    )
+    return dicom
+
+
+def _bind_handlers(services: Sequence[DicomService]) -> list[EventHandlerType]:
+    """pynetdicom binds one handler per intervention event (C-FIND, C-STORE, ...), the last
+    one winning; when two services handle the same event (worklist and query/retrieve both
+    answer C-FIND), a dispatcher picks the handler by the request's SOP class."""
+    routes: dict[Any, list[tuple[DicomService, EventHandlerType]]] = defaultdict(list)
+    bound: list[EventHandlerType] = []
+    for service in services:
+        for handler in service.handlers:
+            if handler[0] in evt._INTERVENTION_EVENTS:
+                routes[handler[0]].append((service, handler))
+            else:
+                bound.append(handler)
+    for event, pairs in routes.items():
+        if len(pairs) == 1:
+            bound.append(pairs[0][1])
+            continue
+        table = {sop_class: handler for service, handler in pairs
+                 for sop_class in service.sop_classes}
+        bound.append((event, _dispatch, [table]))
+    return bound
+
+
+def _dispatch(event: Event, table: dict[str, EventHandlerType], *extra: Any) -> Any:
+    handler = table.get(str(event.context.abstract_syntax))
+    if handler is None:  # not negotiated for this event: the context was accepted elsewhere
+        raise LookupError(f"no handler for {event.context.abstract_syntax}")
+    arguments = handler[2] if len(handler) > 2 else []
+    return handler[1](event, *arguments)
+
+
+def _syntaxes(service: DicomService) -> list[str] | None:
+    return None if service.transfer_syntaxes is None else list(service.transfer_syntaxes)

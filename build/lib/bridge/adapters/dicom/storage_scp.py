@@ -1,0 +1,78 @@
+"""The Storage SCP: every storage SOP class, every usual transfer syntax, kept as received.
+
+pynetdicom is told to receive data sets in chunks straight to a temporary file
+(``STORE_RECV_CHUNKED_DATASET``), so a 1 GB object never sits in memory and the pixel data is
+never decoded; the handler gives that file to :class:`~bridge.services.archive_store.ArchiveStore`,
+which answers only once the file and its index rows are committed. Any failure becomes a
+DIMSE failure status with an Error Comment (no patient data in it).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+
+from pydicom.dataset import Dataset
+from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
+from pynetdicom.events import Event
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from bridge.adapters.dicom.dimse_status import failure
+from bridge.adapters.dicom.service import DicomService
+from bridge.config import Settings
+from bridge.errors import BridgeError, Transient
+from bridge.services.archive_store import ArchiveStore, Arrival
+
+logger = logging.getLogger("bridge.dicom")
+
+SUCCESS = 0x0000
+#: Every storage SOP class pynetdicom knows (PS3.4 Annex B), as SCP.
+STORAGE_SOP_CLASSES = tuple(str(cx.abstract_syntax) for cx in AllStoragePresentationContexts)
+
+
+def storage_service(settings: Settings, session_factory: sessionmaker[Session], *,
+                    store: ArchiveStore | None = None) -> DicomService:
+    """``store``: the application's one archive store, shared with STOW-RS so that both
+    intakes group-commit together (their own stores would lock study rows independently)."""
+    # Process-wide in pynetdicom; the bridge never needs received data sets in memory.
+    _config.STORE_RECV_CHUNKED_DATASET = True
+    store = store or ArchiveStore(settings, session_factory)
+    return DicomService(
+        name="storage",
+        sop_classes=STORAGE_SOP_CLASSES,
+        transfer_syntaxes=tuple(str(ts) for ts in ALL_TRANSFER_SYNTAXES),
+        handlers=((evt.EVT_C_STORE, handle_store, [store]),),
+        # C-GET sends stored objects back over the requestor's own association: the
+        # storage classes are offered with the SCU role too (SCP/SCU role selection).
+        role_selection=True,
+    )
+
+
+def handle_store(event: Event, store: ArchiveStore) -> int | Dataset:
+    calling_ae = str(event.assoc.requestor.ae_title).strip()
+    extra = {"calling_ae": calling_ae, "accession": None}
+    try:
+        stored = store.accept(Arrival(event.dataset_path, calling_ae=calling_ae))
+    except BridgeError as exc:
+        logger.warning("C-STORE refused: %s", exc.message, extra=extra)
+        return failure(exc)
+    except OperationalError as exc:
+        _log_unexpected("C-STORE failed: database unavailable", exc, extra)
+        return failure(Transient("archive database unavailable"))
+    except OSError as exc:
+        _log_unexpected("C-STORE failed: storage error", exc, extra)
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        return failure(Transient("archive storage full" if full else "archive storage error"))
+    except Exception as exc:  # never let a bad object take the association down
+        _log_unexpected("C-STORE failed", exc, extra)
+        return failure(exc, default_comment="internal error")
+    logger.info("C-STORE %s: %s", stored.outcome, stored.reconciliation, extra=extra)
+    return SUCCESS
+
+
+def _log_unexpected(message: str, exc: BaseException, extra: dict[str, str | None]) -> None:
+    """The error's kind at ERROR; its text and traceback only at DEBUG: a database's own
+    message can quote the row it refused (patient names and IDs)."""
+    logger.error("%s (%s)", message, type(exc).__name__, extra=extra)
+    logger.debug("C-STORE failure detail", exc_info=exc, extra=extra)

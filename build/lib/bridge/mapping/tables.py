@@ -1,0 +1,107 @@
+"""The declarative tables in ``mappings/``, read and checked once at start, then frozen."""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bridge.domain import StepStatus
+
+PathList = tuple[str, ...]
+
+
+class TableError(Exception):
+    """A mapping table is malformed; the message names the file and key."""
+
+
+@dataclass(frozen=True, slots=True)
+class StationRule:
+    station_ae: str
+    modality: str | None = None
+    location: str | None = None
+
+    def matches(self, modality: str | None, location: str | None) -> bool:
+        if self.modality is not None and self.modality != (modality or ""):
+            return False
+        return self.location is None or fnmatch.fnmatchcase(location or "", self.location)
+
+
+@dataclass(frozen=True, slots=True)
+class HL7Tables:
+    versions: frozenset[str]
+    processing_ids: frozenset[str]
+    handlers: dict[str, str]
+    fields: dict[str, dict[str, PathList]]
+    order_status: dict[str, StepStatus]
+    priority: dict[str, str]
+    stations: tuple[StationRule, ...]
+
+    def station_for(self, modality: str | None, location: str | None) -> str | None:
+        for rule in self.stations:
+            if rule.matches(modality, location):
+                return rule.station_ae
+        return None
+
+    def paths(self, group: str, name: str) -> PathList:
+        return self.fields[group].get(name, ())
+
+
+HANDLERS = {"patient", "merge", "change_identifier", "order"}
+
+
+def load_hl7_tables(mappings_dir: Path) -> HL7Tables:
+    base = mappings_dir / "hl7v2"
+    messages = read_table(base / "messages.yaml")
+    handlers = {str(k).upper(): str(v) for k, v in messages.get("handlers", {}).items()}
+    for key, handler in handlers.items():
+        if handler not in HANDLERS:
+            raise TableError(f"{base / 'messages.yaml'}: {key}: unknown handler {handler!r}")
+    fields = {
+        group: {name: _paths(value) for name, value in (entries or {}).items()}
+        for group, entries in read_table(base / "fields.yaml").items()
+    }
+    status_table: dict[str, StepStatus] = {}
+    for key, value in read_table(base / "order_status.yaml").items():
+        try:
+            status_table[str(key).upper()] = StepStatus(str(value))
+        except ValueError:
+            raise TableError(
+                f"{base / 'order_status.yaml'}: {key}: unknown status {value!r}") from None
+    stations = tuple(
+        StationRule(station_ae=str(rule["station_ae"]), modality=rule.get("modality"),
+                    location=rule.get("location"))
+        for rule in read_table(base / "stations.yaml").get("rules", [])
+    )
+    return HL7Tables(
+        versions=frozenset(str(v) for v in messages.get("versions", [])),
+        processing_ids=frozenset(str(v) for v in messages.get("processing_ids", [])),
+        handlers=handlers,
+        fields=fields,
+        order_status=status_table,
+        priority={str(k).upper(): str(v) for k, v in read_table(base / "priority.yaml").items()},
+        stations=stations,
+    )
+
+
+def read_table(path: Path) -> dict[str, Any]:
+    """One YAML table: a mapping at the top level, or a :class:`TableError` naming the file."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise TableError(f"{path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise TableError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def _paths(value: Any) -> PathList:
+    values = value if isinstance(value, list) else [value]
+    for path in values:
+        segment, _, rest = str(path).partition("-")
+        if len(segment) != 3 or not all(part.isdigit() for part in rest.split(".")):
+            raise TableError(f"bad field path {path!r}")
+    return tuple(str(v) for v in values)

@@ -1,0 +1,410 @@
+"""HL7 v2 intake: log, de-duplicate, map and apply messages, and answer each with its ACK.
+
+Messages are handled in batches inside one database transaction (group commit): each
+message gets a savepoint, so a failing one rolls back alone, and every message's log row,
+effects and ACK are committed together *before* any ACK of the batch is released. A
+duplicate (same MSH-3, MSH-4, MSH-10) is answered with the stored ACK and not applied again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import bindparam, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from bridge.config import Settings
+from bridge.domain import OrderCommand, PatientCommand
+from bridge.errors import BridgeError, Conflict, NotFound, Rejected, Transient, answer_for
+from bridge.mapping import hl7_to_domain as to_domain
+from bridge.mapping.ack import AckContext, build_ack, wants_ack
+from bridge.mapping.hl7_message import (
+    HL7Message,
+    RawHeader,
+    choose_charset,
+    decode,
+    read_raw_header,
+)
+from bridge.mapping.tables import HL7Tables
+from bridge.services import batch_apply, patients
+from bridge.services.orders import OrderPolicy, apply_order_command
+from bridge.store.fast_insert import FastInsert
+from bridge.store.models import HL7Message as LogRow
+from bridge.store.models import table_of
+
+log = logging.getLogger("bridge.hl7")
+LOG = table_of(LogRow)
+_INSERT_LOG = FastInsert(LOG, [c.name for c in LOG.columns if c.name != "id"])
+# Statements are built once: building one (and its cache key) costs more than SQLite
+# takes to run it.
+_STORED_ACKS = select(LOG.c.control_id, LOG.c.accept_ack, LOG.c.ack, LOG.c.status,
+                      LOG.c.ack_code, LOG.c.error, LOG.c.error_location, LOG.c.charset).where(
+    LOG.c.sending_application == bindparam("app"), LOG.c.sending_facility == bindparam("fac"),
+    LOG.c.control_id.in_(bindparam("ids", expanding=True)))
+
+MessageKey = tuple[str, str, str]
+
+
+@dataclass(slots=True)
+class Inbound:
+    raw: bytes
+    peer: str = ""
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What goes back to the sender, in order (enhanced mode: accept ACK, then app ACK)."""
+
+    accept_ack: str | None
+    app_ack: str | None
+    status: str
+    ack_code: str
+    error: str | None = None
+    error_location: str | None = None
+    duplicate: bool = False
+    message_id: int | None = None
+    #: The codec the replies are sent in (the message's own).
+    charset: str = "utf-8"
+
+    @property
+    def replies(self) -> list[str]:
+        return [ack for ack in (self.accept_ack, self.app_ack) if ack]
+
+
+Command = OrderCommand | PatientCommand
+
+
+class _NeedsIsolation(Exception):
+    """A message failed in an optimistic batch: run the batch again with savepoints."""
+
+
+@dataclass(slots=True)
+class _Prepared:
+    item: Inbound
+    header: RawHeader | None
+    charset: str | None = None
+    message: HL7Message | None = None
+    command: Command | None = None
+    error: BridgeError | None = None
+
+    @property
+    def key(self) -> MessageKey | None:
+        h = self.header
+        if h is None or not h.control_id:
+            return None
+        return (h.sending_application, h.sending_facility, h.control_id)
+
+
+class HL7Ingest:
+    """The HL7 use case. Thread-safe as long as one thread calls :meth:`handle_batch`."""
+
+    def __init__(self, session_factory: sessionmaker[Session], tables: HL7Tables,
+                 settings: Settings, *, bulk: bool = True) -> None:
+        """``bulk=False`` applies every message on its own (the reference the bulk path is
+        tested against)."""
+        self._sessions = session_factory
+        self._tables = tables
+        self._settings = settings
+        self._policy = OrderPolicy.from_settings(settings)
+        self._counter = itertools.count()
+        self._bulk = bulk
+
+    # -- batches ----------------------------------------------------------------------------
+    def handle_batch(self, batch: list[Inbound]) -> list[Outcome]:
+        """Decode and map outside the transaction, then apply the batch in one commit.
+
+        The first attempt runs without savepoints (failures that get this far are rare:
+        mapping errors are known before the transaction); if a message fails there, the
+        batch is run again with a savepoint per message so only that message is rolled back.
+        """
+        prepared = [self._prepare(item) for item in batch]
+        try:
+            for isolated in (False, True):
+                try:
+                    with self._sessions() as session, session.begin():
+                        return self._handle_in(session, prepared, isolated=isolated)
+                except _NeedsIsolation:
+                    continue
+        except SQLAlchemyError as exc:
+            log.error("hl7 batch not stored: %s", type(exc).__name__, exc_info=True)
+        error = Transient("message could not be stored; resend later")
+        return [self._unstored(p, error) for p in prepared]
+
+    def handle_one(self, item: Inbound) -> Outcome:
+        return self.handle_batch([item])[0]
+
+    def _prepare(self, item: Inbound) -> _Prepared:
+        header = read_raw_header(item.raw)
+        prepared = _Prepared(item=item, header=header)
+        try:
+            charset = choose_charset(
+                header.msh18 if header else "",
+                header.sending_application if header else "",
+                self._settings.hl7_sender_charsets,
+                self._settings.hl7_default_charset,
+            )
+            prepared.charset = charset
+            prepared.message = HL7Message(decode(item.raw, charset), charset)
+            prepared.command = self.map_message(prepared.message)
+        except BridgeError as exc:
+            prepared.error = exc
+        except Exception as exc:  # a mapping bug must not crash the listener: AE 207, logged
+            log.exception("hl7 message could not be mapped")
+            prepared.error = BridgeError(f"internal error: {type(exc).__name__}")
+        return prepared
+
+    def _handle_in(self, session: Session, prepared: list[_Prepared], *,
+                   isolated: bool) -> list[Outcome]:
+        stored = self._stored_acks(session, [p.key for p in prepared if p.key])
+        # Which messages are new, and which repeat an earlier one (stored or in this batch).
+        first_of: dict[MessageKey, int] = {}
+        todo: list[int] = []
+        for index, p in enumerate(prepared):
+            key = p.key
+            if key is not None and (key in stored or key in first_of):
+                continue
+            if key is not None:
+                first_of[key] = index
+            todo.append(index)
+        applied = self._apply_all(session, [prepared[i] for i in todo], isolated=isolated)
+        results = dict(zip(todo, applied, strict=True))
+        rows: list[dict[str, object]] = []
+        outcomes: list[Outcome] = []
+        for index, p in enumerate(prepared):
+            key = p.key
+            if index not in results:
+                assert key is not None
+                previous = stored.get(key) or results[first_of[key]][0]
+                log.info("duplicate hl7 message answered with the stored ACK",
+                         extra={"control_id": key[2], "sender": key[0]})
+                outcomes.append(Outcome(previous.accept_ack, previous.app_ack, previous.status,
+                                        previous.ack_code, previous.error,
+                                        previous.error_location, duplicate=True,
+                                        charset=previous.charset))
+                continue
+            outcome, accession = results[index]
+            outcome.charset = p.charset or outcome.charset
+            outcomes.append(outcome)
+            rows.append(self._log_row(p, outcome))
+            if log.isEnabledFor(logging.INFO):
+                log.info("hl7 message %s", outcome.status, extra={
+                    "control_id": key[2] if key else None, "sender": key[0] if key else None,
+                    "message_type": _type_of(p), "ack_code": outcome.ack_code,
+                    # The error text can quote patient data: it stays in the message log.
+                    "accession": accession, "error_location": outcome.error_location,
+                })
+        if rows:
+            _INSERT_LOG.execute(session.connection(), rows)
+        return outcomes
+
+    def _apply_all(self, session: Session, todo: list[_Prepared], *,
+                   isolated: bool) -> list[tuple[Outcome, str | None]]:
+        """Apply new messages in order: runs of common ones in bulk, the rest one by one."""
+        if isolated or not self._bulk:
+            return [self._apply(session, p, isolated=isolated) for p in todo]
+        results: list[tuple[Outcome, str | None]] = []
+        index = 0
+        while index < len(todo):
+            run = []
+            while index < len(todo):
+                command = todo[index].command
+                if command is None or not batch_apply.eligible(command):
+                    break
+                run.append(todo[index])
+                index += 1
+            if run:
+                results.extend(self._apply_run(session, run))
+            if index < len(todo):
+                results.append(self._apply(session, todo[index], isolated=False))
+                index += 1
+        return results
+
+    def _apply_run(self, session: Session, run: list[_Prepared]
+                   ) -> list[tuple[Outcome, str | None]]:
+        commands = [p.command for p in run]
+        applier = batch_apply.BatchApplier(session.connection(), self._policy)
+        try:
+            errors = applier.apply(commands)  # type: ignore[arg-type]
+        except batch_apply.ClaimLost as exc:
+            raise _NeedsIsolation from exc
+        results = []
+        for p, error in zip(run, errors, strict=True):
+            if error is not None and not isinstance(error, BridgeError):
+                raise _NeedsIsolation from error  # a bug: let the isolated path report it
+            results.append((self._answer(p, error), _accession_of(p.command)))
+        return results
+
+    def _apply(self, session: Session, p: _Prepared, *,
+               isolated: bool = True) -> tuple[Outcome, str | None]:
+        error = p.error
+        accession = None
+        if error is None:
+            assert p.command is not None
+            if not isolated:
+                try:
+                    accession = self.apply_command(session, p.command)
+                    return self._answer(p, None), accession
+                except SQLAlchemyError:
+                    raise
+                except Exception as exc:
+                    raise _NeedsIsolation from exc
+            try:
+                with session.begin_nested():
+                    accession = self.apply_command(session, p.command)
+            except BridgeError as exc:
+                error = exc
+            except SQLAlchemyError:
+                raise  # the database itself failed: the whole batch is answered transient
+            except Exception as exc:  # a bug must not crash the listener: AE 207, logged
+                log.exception("hl7 message failed unexpectedly",
+                              extra={"control_id": p.key[2] if p.key else None})
+                error = BridgeError(f"internal error: {type(exc).__name__}")
+        return self._answer(p, error), accession
+
+    def map_message(self, msg: HL7Message) -> Command:
+        """The pure part: what the message asks for (raises BridgeError kinds)."""
+        tables, authority = self._tables, self._settings.hl7_primary_authority
+        handler = to_domain.classify(msg, tables)
+        if handler == "order":
+            return to_domain.order_command(msg, tables, authority)
+        return to_domain.patient_command(msg, tables, handler, authority)
+
+    def apply_command(self, session: Session, command: Command) -> str | None:
+        """Apply a mapped message; returns its accession (for the logs) if any."""
+        if isinstance(command, OrderCommand):
+            apply_order_command(session, command, policy=self._policy)
+            return command.order.accession
+        patient_cmd = command
+        if patient_cmd.kind == "upsert":
+            patients.upsert_patient(session, patient_cmd.patient)
+        elif patient_cmd.kind == "merge":
+            assert patient_cmd.prior is not None
+            patients.merge_patients(session, patient_cmd.patient, patient_cmd.prior)
+        else:
+            assert patient_cmd.prior is not None
+            patients.change_identifier(session, patient_cmd.patient.primary, patient_cmd.prior)
+        return None
+
+    # -- answers ----------------------------------------------------------------------------
+    def _answer(self, p: _Prepared, error: BridgeError | None) -> Outcome:
+        ctx = AckContext.of(p.message) if p.message is not None else _context_from(p.header)
+        code = "AA" if error is None else answer_for(error).hl7_ack
+        status = "processed" if error is None else (
+            "rejected" if isinstance(error, Rejected) else "error")
+        accept_ack = app_ack = None
+        if ctx.enhanced:
+            accept = "CR" if isinstance(error, Rejected) else "CA"
+            if wants_ack(ctx.accept_ack_type, accept):
+                accept_ack = self._ack(ctx, accept, error if accept == "CR" else None)
+            if accept == "CA" and wants_ack(ctx.application_ack_type, code):
+                app_ack = self._ack(ctx, code, error)
+        else:
+            app_ack = self._ack(ctx, code, error)
+        return Outcome(accept_ack, app_ack, status, code, error.message if error else None,
+                       error.location if error else None)
+
+    def _unstored(self, p: _Prepared, error: BridgeError) -> Outcome:
+        ctx = AckContext.of(p.message) if p.message is not None else _context_from(p.header)
+        code = "CE" if ctx.enhanced else "AR"
+        return Outcome(None, self._ack(ctx, code, error), "unstored", code, error.message,
+                       charset=p.charset or "utf-8")
+
+    def _ack(self, ctx: AckContext, code: str, error: BridgeError | None) -> str:
+        now = datetime.now(UTC)
+        control_id = f"{now:%Y%m%d%H%M%S}{next(self._counter) % 1_000_000:06d}"
+        return build_ack(ctx, code, control_id=control_id, timestamp=f"{now:%Y%m%d%H%M%S}",
+                         error=error)
+
+    # -- the log ----------------------------------------------------------------------------
+    def _stored_acks(self, session: Session, keys: list[MessageKey]) -> dict[MessageKey, Outcome]:
+        """Stored answers for keys seen before. Grouped by sender so that each query is an
+        index seek (sender = ?, facility = ?, control_id IN ...); a row-value IN would make
+        SQLite scan the whole log."""
+        found: dict[MessageKey, Outcome] = {}
+        conn = session.connection()
+        by_sender: dict[tuple[str, str], set[str]] = {}
+        for app, facility, control_id in keys:
+            by_sender.setdefault((app, facility), set()).add(control_id)
+        for (app, facility), control_ids in by_sender.items():
+            ids = sorted(control_ids)
+            for start in range(0, len(ids), 500):
+                rows = conn.execute(_STORED_ACKS, {"app": app, "fac": facility,
+                                                   "ids": ids[start:start + 500]})
+                for r in rows:
+                    found[(app, facility, r.control_id)] = Outcome(
+                        r.accept_ack, r.ack, r.status, r.ack_code or "", r.error,
+                        r.error_location, charset=r.charset or "utf-8")
+        return found
+
+    def _log_row(self, p: _Prepared, outcome: Outcome) -> dict[str, object]:
+        h = p.header
+        msg = p.message
+        return {
+            "received_at": p.item.received_at,
+            "peer": p.item.peer[:128],
+            "sending_application": h.sending_application if h else None,
+            "sending_facility": h.sending_facility if h else None,
+            "control_id": h.control_id if h and h.control_id else None,
+            "message_type": _type_of(p),
+            "version": msg.get("MSH-12.1") if msg else None,
+            "charset": p.charset,
+            "raw": p.item.raw,
+            "text": msg.text if msg else None,
+            "status": outcome.status,
+            "accept_ack": outcome.accept_ack,
+            "ack": outcome.app_ack,
+            "ack_code": outcome.ack_code,
+            "error": outcome.error,
+            "error_location": outcome.error_location,
+            "processed_at": datetime.now(UTC),
+            "attempts": 1,
+        }
+
+    # -- operator actions ------------------------------------------------------------------
+    def reprocess(self, message_id: int) -> Outcome:
+        """Run a failed or rejected message again (e.g. after fixing a mapping or charset)."""
+        with self._sessions() as session, session.begin():
+            row = session.get(LogRow, message_id, with_for_update=True)
+            if row is None:
+                raise NotFound(f"no message {message_id}")
+            if row.status not in ("error", "rejected"):
+                raise Conflict(f"message {message_id} is {row.status}; only failed messages "
+                               "are reprocessed")
+            p = self._prepare(Inbound(raw=row.raw, peer=row.peer or ""))
+            outcome, _ = self._apply(session, p)
+            row.status, row.ack_code, row.error = outcome.status, outcome.ack_code, outcome.error
+            row.error_location = outcome.error_location
+            row.charset = p.charset
+            row.text = p.message.text if p.message else row.text
+            row.ack = outcome.app_ack or row.ack
+            row.attempts += 1
+            row.processed_at = datetime.now(UTC)
+            outcome.message_id = row.id
+        log.info("hl7 message reprocessed", extra={"message_id": message_id,
+                                                    "ack_code": outcome.ack_code})
+        return outcome
+
+
+def _accession_of(command: Command | None) -> str | None:
+    return command.order.accession if isinstance(command, OrderCommand) else None
+
+
+def _type_of(p: _Prepared) -> str | None:
+    if p.message is None:
+        return None
+    code, trigger = p.message.message_code, p.message.trigger
+    return f"{code}^{trigger}" if trigger else code or None
+
+
+def _context_from(header: RawHeader | None) -> AckContext:
+    if header is None:
+        return AckContext()
+    return AckContext(sending_application=header.sending_application,
+                      sending_facility=header.sending_facility, control_id=header.control_id)
+
+

@@ -1,0 +1,25 @@
+"""Alembic environment: the engine comes from ``config.attributes`` (see bridge.store.migrate)."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from bridge.store import (
+    archive_models,  # noqa: F401  (registers the archive tables)
+    fhir_models,  # noqa: F401  (registers the FHIR tables)
+)
+from bridge.store.models import Base
+
+config = context.config
+engine = config.attributes["engine"]
+
+with engine.connect() as connection:
+    context.configure(
+        connection=connection,
+        target_metadata=Base.metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+    connection.commit()
