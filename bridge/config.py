@@ -129,6 +129,38 @@ class Settings(BaseSettings):
     fhir_publish_retry_base_seconds: float = Field(default=2.0, gt=0)
     fhir_publish_retry_max_seconds: float = Field(default=300.0, gt=0)
 
+    # Storage tiers: long-term copies, online cleanup, retention
+    #: ``file:///path`` or ``s3://bucket/prefix``; empty means no long-term tier, no cleanup.
+    longterm_url: str = ""
+    #: S3-compatible endpoint (SeaweedFS, MinIO); boto3's own variables give the credentials.
+    s3_endpoint_url: str = ""
+    #: A stable study is copied to the long-term tier this long after it became stable.
+    longterm_delay_seconds: float = Field(default=86400.0, ge=0)
+    #: How often the migration job looks for studies due for their long-term copy.
+    longterm_poll_seconds: float = Field(default=60.0, gt=0)
+    #: When online cleanup runs (crontab, five fields, local time of the server).
+    cleanup_schedule: str = "0 3 * * *"
+    #: Online copies go this many days after their long-term copy was verified (None: never).
+    cleanup_after_days: float | None = Field(default=30.0, ge=0)
+    #: Capacity of the online tier in bytes (0: the size of the file system holding it).
+    online_quota_bytes: int = Field(default=0, ge=0)
+    cleanup_high_water_percent: float = Field(default=90.0, gt=0, le=100)
+    cleanup_low_water_percent: float = Field(default=80.0, ge=0, lt=100)
+    #: What capacity cleanup removes first: every copied study, studies older than
+    #: ``cleanup_older_than_days``, or the oldest studies until usage is below the low mark.
+    cleanup_capacity_routine: Literal["copied", "older_than", "oldest_first"] = "oldest_first"
+    cleanup_older_than_days: float = Field(default=90.0, ge=0)
+    #: No study is deleted from every tier before it is this old (days).
+    retention_days: int = Field(default=1095, ge=0)
+    #: Retention per modality (e.g. ``{"MG": 3650}``), overriding ``retention_days``.
+    retention_days_by_modality: dict[str, int] = Field(default_factory=dict)
+    #: A study held only in long-term storage is copied back online when it is retrieved.
+    recall_on_retrieve: bool = True
+
+    # Lossless compression (block owned by the compression module)
+
+    # Legacy modality import (block owned by the import module)
+
     @field_validator("ae_title")
     @classmethod
     def _ae_title_ascii(cls, value: str) -> str:
@@ -177,6 +209,26 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
 
+    @field_validator("longterm_url")
+    @classmethod
+    def _longterm_url(cls, value: str) -> str:
+        if value and not value.startswith(("file:///", "s3://")):
+            raise ValueError("must be file:///path or s3://bucket/prefix")
+        if value.startswith("s3://") and not value.removeprefix("s3://").strip("/"):
+            raise ValueError("s3:// needs a bucket name")
+        return value.rstrip("/")
+
+    @field_validator("cleanup_schedule")
+    @classmethod
+    def _crontab(cls, value: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value)
+        except ValueError as exc:
+            raise ValueError(f"not a crontab expression ({exc})") from exc
+        return value
+
     @field_validator("uid_root")
     @classmethod
     def _uid_root(cls, value: str) -> str:
@@ -194,6 +246,9 @@ class Settings(BaseSettings):
             )
         if self.archive_dir is None:
             object.__setattr__(self, "archive_dir", self.data_dir / "archive")
+        if self.cleanup_low_water_percent >= self.cleanup_high_water_percent:
+            raise ValueError(
+                "cleanup_low_water_percent: must be below cleanup_high_water_percent")
         known = {p.ae_title for p in self.dicom_peers if p.port and p.role != "scu"}
         for rule in self.forward_rules:
             if rule.destination not in known:

@@ -41,6 +41,7 @@ class Study(Base):
         Index("ix_studies_state_received", "state", "last_received_at"),
         Index("ix_studies_reconciliation", "reconciliation", "created_at"),
         Index("ix_studies_source_patient", "source_patient_id"),
+        Index("ix_studies_stable_longterm", "state", "longterm_at", "stable_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -75,6 +76,10 @@ class Study(Base):
     queue_reason: Mapped[str | None] = mapped_column(Text)
     last_received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     stable_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Every instance has a verified long-term copy (reset when a new object arrives).
+    longterm_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Every online file was removed by cleanup (reset by a recall or a new object).
+    online_removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
@@ -114,6 +119,8 @@ class Instance(Base):
     source_charset: Mapped[str | None] = mapped_column(String(32))
     calling_ae: Mapped[str] = mapped_column(String(16), default="")
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: Set when online cleanup removed the file; the bytes are then only in other tiers.
+    online_removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class StudyEvent(Base):
