@@ -29,6 +29,7 @@ from bridge.adapters.http import (
     routes_metrics,
     routes_peers,
     routes_reconciliation,
+    routes_storage,
     routes_worklist,
 )
 from bridge.adapters.http.deps import AppContext, Reprocess
@@ -39,6 +40,7 @@ from bridge.errors import ANSWERS, BridgeError, answer_for
 from bridge.services.archive_store import ArchiveStore
 from bridge.services.orders import OrderPolicy
 from bridge.services.study_stability import StudyHook
+from bridge.storage.ops import StorageOps
 
 #: At most this many field errors are spelled out in a 422's ``detail``.
 _MAX_LISTED_ERRORS = 5
@@ -58,6 +60,7 @@ def create_app(
     delete_hooks: Sequence[StudyHook] = (),
     archive_store: ArchiveStore | None = None,
     notify_trigger: Callable[[], bool] | None = None,
+    storage: StorageOps | None = None,
 ) -> FastAPI:
     """The admin/integration API. ``reprocess`` re-runs a logged HL7 message (503 without it);
     ``metrics_registry`` is shared with other parts of the bridge (a new one when omitted);
@@ -81,9 +84,11 @@ def create_app(
         archive_store=archive_store or ArchiveStore(settings, session_factory),
         study_hooks=tuple(study_hooks),
         delete_hooks=tuple(delete_hooks),
+        storage=storage,
     )
     for module in (routes_health, routes_messages, routes_worklist, routes_metrics,
-                   routes_reconciliation, routes_jobs, routes_peers, routes_dicomweb):
+                   routes_reconciliation, routes_jobs, routes_peers, routes_storage,
+                   routes_dicomweb):
         app.include_router(module.router)
     # Before the FHIR REST routes: ``POST /fhir/{type}`` would take ``$notify`` for a type.
     app.include_router(routes_fhir_notify.notify_router(notify_trigger))

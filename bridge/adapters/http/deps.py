@@ -20,6 +20,7 @@ from bridge.services.archive_store import ArchiveStore
 from bridge.services.orders import OrderPolicy
 from bridge.services.study_stability import StudyHook
 from bridge.services.tokens import authenticate, role_allows
+from bridge.storage.ops import StorageOps
 from bridge.store.db import read_session
 from bridge.store.models import ApiToken
 
@@ -55,6 +56,8 @@ class AppContext:
     study_hooks: Sequence[StudyHook] = ()
     #: Run before an operator deletes a study (withdraw its published ImagingStudy).
     delete_hooks: Sequence[StudyHook] = ()
+    #: Storage tier operations (cleanup, migration, recall); a default without a tier.
+    storage: StorageOps | None = None
 
 
 def get_context(request: Request) -> AppContext:

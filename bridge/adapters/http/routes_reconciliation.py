@@ -19,6 +19,7 @@ from bridge.services.archive_admin import WAITING, QueuedStudy, delete_study, li
 from bridge.services.received_file import remove_file
 from bridge.services.reconciliation import assign_study
 from bridge.services.study_stability import is_stable
+from bridge.storage.retention import retention_policy
 
 log = logging.getLogger("bridge.http")
 router = APIRouter(prefix="/api/reconciliation", tags=["reconciliation"])
@@ -45,6 +46,8 @@ class RejectIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: str = Field(min_length=1, max_length=512)
+    #: Delete a reconciled study still under retention (BRIDGE_RETENTION_DAYS); audited.
+    override_retention: bool = False
 
 
 class AssignOut(BaseModel):
@@ -92,8 +95,12 @@ def assign(study_uid: StudyUid, body: AssignIn, session: SessionDep, context: Co
 def reject(study_uid: StudyUid, body: RejectIn, session: SessionDep, context: ContextDep,
            token: AdminToken) -> None:
     """Delete the study and its files; the audit log keeps who, when and why."""
+    settings = context.settings
     paths = delete_study(session, study_uid=study_uid, actor=actor_of(token), reason=body.reason,
-                         before_delete=context.delete_hooks)
+                         before_delete=context.delete_hooks,
+                         retention=retention_policy(settings.retention_days,
+                                                    settings.retention_days_by_modality),
+                         override_retention=body.override_retention)
     session.commit()
     root = context.settings.archive_root
     for path in paths:

@@ -1,0 +1,176 @@
+"""``bridge storage``: usage, cleanup (and its dry run), migration and recall from the shell.
+
+They work on the configured database and archive directly, with or without ``bridge serve``
+running (the database serialises the writers)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from bridge.config import Settings
+
+storage_app = typer.Typer(help="Storage tiers: usage, cleanup, migration, recall.",
+                          no_args_is_help=True)
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="TOML settings file (keys as in README).")
+]
+out = Console()
+err = Console(stderr=True)
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(value) < 1024 or unit == "TB":
+            return f"{value:.1f} {unit}" if unit != "B" else f"{int(value)} B"
+        value /= 1024
+    return f"{value:.1f} TB"
+
+
+@contextmanager
+def _ops(config: Path | None) -> Iterator[tuple[Settings, object]]:
+    from bridge.cli import _settings
+    from bridge.storage.ops import build_storage_ops
+    from bridge.store.db import make_engine, make_session_factory
+    from bridge.store.migrate import upgrade
+
+    settings = _settings(config)
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    try:
+        yield settings, build_storage_ops(settings, make_session_factory(engine))
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def _spinner(text: str) -> Iterator[None]:
+    with Progress(SpinnerColumn(), TextColumn(text), TimeElapsedColumn(), console=err,
+                  transient=True) as progress:
+        progress.add_task(text, total=None)
+        yield
+
+
+@storage_app.command("usage")
+def usage(config: ConfigOption = None) -> None:
+    """Usage per tier and modality, capacity, pending migrations and the last cleanup."""
+    from bridge.storage.cleanup import last_cleanup, measure_capacity
+    from bridge.storage.ops import StorageOps
+    from bridge.storage.usage import current_usage, pending_migrations
+
+    with _ops(config) as (settings, ops):
+        assert isinstance(ops, StorageOps)
+        with ops.sessions() as session:
+            tiers = current_usage(session)
+            cap = measure_capacity(session, settings)
+            pending = pending_migrations(session, settings)
+            last = last_cleanup(session)
+    table = Table("tier", "modality", "instances", "size")
+    for row in tiers:
+        table.add_row(row.tier, row.modality or "(all)", str(row.instances), _human(row.bytes))
+    out.print(table)
+    out.print(f"online capacity {_human(cap.capacity)}, used {_human(cap.used)} "
+              f"({100 * cap.used / cap.capacity if cap.capacity else 0:.1f} %), "
+              f"marks {settings.cleanup_low_water_percent:g} % / "
+              f"{settings.cleanup_high_water_percent:g} %")
+    if settings.longterm_url:
+        out.print(f"pending migrations: {pending.due_studies} due ({_human(pending.due_bytes)}),"
+                  f" {pending.waiting_studies} waiting for the delay")
+    else:
+        out.print("no long-term tier configured (BRIDGE_LONGTERM_URL)")
+    out.print(f"last cleanup: {last if last else 'never'}")
+
+
+@storage_app.command("cleanup")
+def cleanup(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would go; remove nothing."
+                                          )] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Run online cleanup now: the time rule, then the capacity rule."""
+    from bridge.storage.ops import StorageOps
+
+    with _ops(config) as (_settings, ops):
+        assert isinstance(ops, StorageOps)
+        with _spinner("cleaning up" if not dry_run else "planning cleanup"):
+            report = ops.cleanup(dry_run=dry_run, actor="cli")
+    table = Table("study", "modalities", "reason", "instances", "size",
+                  title="would be removed from the online tier" if dry_run
+                  else "removed from the online tier")
+    for removal in report.removed:
+        table.add_row(removal.study_instance_uid, removal.modalities, removal.reason,
+                      str(removal.instances), _human(removal.bytes))
+    out.print(table)
+    for study_uid, why in report.kept:
+        out.print(f"kept {study_uid}: {why}")
+    out.print(f"{len(report.removed)} studies, {_human(report.removed_bytes)}; online usage "
+              f"{_human(report.usage_before)} -> {_human(report.usage_after)} of "
+              f"{_human(report.capacity_bytes)}")
+    if report.note:
+        out.print(report.note)
+    if report.short_of_low_mark:
+        out.print("[yellow]still above the low mark: the rest has no verified long-term copy"
+                  "[/yellow]")
+
+
+@storage_app.command("migrate")
+def migrate(config: ConfigOption = None) -> None:
+    """Copy every due study to the long-term tier now, verifying each copy."""
+    from bridge.storage.ops import StorageOps
+
+    with _ops(config) as (_settings, ops):
+        assert isinstance(ops, StorageOps)
+        if ops.migrate_now is None:
+            err.print("no long-term tier configured (BRIDGE_LONGTERM_URL)")
+            raise typer.Exit(2)
+        with _spinner("copying to the long-term tier"):
+            report = ops.migrate_now()
+    out.print(report)
+
+
+@storage_app.command("recall")
+def recall(
+    study_uid: Annotated[str, typer.Argument(help="Study Instance UID.")],
+    config: ConfigOption = None,
+) -> None:
+    """Copy a study held only in long-term storage back to the online tier."""
+    from bridge.storage.ops import StorageOps
+
+    with _ops(config) as (_settings, ops):
+        assert isinstance(ops, StorageOps)
+        if ops.recall is None:
+            err.print("no long-term tier configured (BRIDGE_LONGTERM_URL)")
+            raise typer.Exit(2)
+        with _spinner("recalling"):
+            count = ops.recall(study_uid)
+    out.print(f"{study_uid}: {count} instances online")
+
+
+@storage_app.command("history")
+def history(
+    days: Annotated[int, typer.Option(help="How far back.")] = 30,
+    config: ConfigOption = None,
+) -> None:
+    """Usage samples over time (tier totals)."""
+    from datetime import UTC, datetime, timedelta
+
+    from bridge.storage.ops import StorageOps
+    from bridge.storage.usage import history as usage_history
+
+    with _ops(config) as (_settings, ops):
+        assert isinstance(ops, StorageOps)
+        with ops.sessions() as session:
+            points = usage_history(session, since=datetime.now(UTC) - timedelta(days=days))
+    table = Table("at", "tier", "instances", "size")
+    for p in points:
+        table.add_row(p.at.isoformat(timespec="seconds"), p.tier, str(p.instances),
+                      _human(p.bytes))
+    out.print(table)

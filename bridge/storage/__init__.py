@@ -1,0 +1,1 @@
+"""Storage tiers: blob backends, long-term migration, nearest-copy reads, cleanup, usage."""
