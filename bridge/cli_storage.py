@@ -122,7 +122,12 @@ def cleanup(
 
 
 @storage_app.command("migrate")
-def migrate(config: ConfigOption = None) -> None:
+def migrate(
+    every_stable: Annotated[bool, typer.Option(
+        "--all", help="Every stable study, not only those past BRIDGE_LONGTERM_DELAY_SECONDS."
+    )] = False,
+    config: ConfigOption = None,
+) -> None:
     """Copy every due study to the long-term tier now, verifying each copy."""
     from bridge.storage.ops import StorageOps
 
@@ -132,7 +137,7 @@ def migrate(config: ConfigOption = None) -> None:
             err.print("no long-term tier configured (BRIDGE_LONGTERM_URL)")
             raise typer.Exit(2)
         with _spinner("copying to the long-term tier"):
-            report = ops.migrate_now()
+            report = ops.migrate_now(every_stable)
     out.print(report)
 
 

@@ -10,18 +10,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.config import Settings
+from bridge.errors import NotFound
+from bridge.storage.blobs import open_longterm_store
 from bridge.storage.cleanup import CleanupReport, CopyProbe, OnlineCleanup
+from bridge.storage.migration import LongtermMigration, MigrationReport
+from bridge.storage.reader import InstanceReader
+from bridge.store.archive_models import Study
 
 
 @dataclass(frozen=True, slots=True)
 class StorageOps:
     settings: Settings
     sessions: sessionmaker[Session]
-    #: Run the long-term migration once now; returns its report (a dataclass).
-    migrate_now: Callable[[], object] | None = None
+    #: Run the long-term migration once now (True: every stable study, not only those past
+    #: the delay); returns its report (a dataclass).
+    migrate_now: Callable[[bool], object] | None = None
     #: Copy a study held only in long-term storage back online: study UID -> instances.
     recall: Callable[[str], int] | None = None
     #: Confirms a long-term copy is on the store before its online file goes.
@@ -32,6 +39,29 @@ class StorageOps:
             dry_run=dry_run, actor=actor)
 
 
-def build_storage_ops(settings: Settings, sessions: sessionmaker[Session]) -> StorageOps:
-    """The operations with whatever long-term tier the settings name."""
-    return StorageOps(settings, sessions)
+def build_storage_ops(settings: Settings, sessions: sessionmaker[Session], *,
+                      migration: LongtermMigration | None = None) -> StorageOps:
+    """The operations with whatever long-term tier the settings name. ``migration`` is the
+    scheduled one when the bridge runs (one run at a time); the CLI makes its own."""
+    store = open_longterm_store(settings)
+    if store is None:
+        return StorageOps(settings, sessions)
+    if migration is None:
+        migration = LongtermMigration(settings, sessions, store)
+    reader = InstanceReader(settings, sessions, store)
+
+    def migrate_now(every_stable: bool) -> MigrationReport:
+        return migration.run_once(ignore_delay=every_stable)
+
+    def recall(study_uid: str) -> int:
+        with sessions() as session:
+            study_id = session.execute(select(Study.id).where(
+                Study.study_instance_uid == study_uid)).scalar_one_or_none()
+        if study_id is None:
+            raise NotFound("no such study", location="study_instance_uid")
+        return reader.recall_study(study_id)
+
+    def probe(key: str, size: int) -> bool:
+        return store.size(key) == size
+
+    return StorageOps(settings, sessions, migrate_now=migrate_now, recall=recall, probe=probe)

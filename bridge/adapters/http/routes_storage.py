@@ -144,13 +144,16 @@ def run_cleanup(context: ContextDep, token: AdminToken,
 
 
 @router.post("/migrate", responses=_ERRORS)
-def run_migration(context: ContextDep, _token: AdminToken) -> dict[str, Any]:
+def run_migration(context: ContextDep, _token: AdminToken,
+                  every_stable: Annotated[bool, Query(
+                      description="every stable study, not only those past the delay")] = False
+                  ) -> dict[str, Any]:
     """Copy due studies to the long-term tier now (as the scheduled job does)."""
     ops = _ops(context)
     if ops.migrate_now is None:
         raise Conflict("no long-term tier is configured (BRIDGE_LONGTERM_URL)",
                        location="longterm_url")
-    report = ops.migrate_now()
+    report = ops.migrate_now(every_stable)
     return dataclasses.asdict(report) if dataclasses.is_dataclass(report) \
         and not isinstance(report, type) else {"result": str(report)}
 
