@@ -121,6 +121,12 @@ class Instance(Base):
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     #: Set when online cleanup removed the file; the bytes are then only in other tiers.
     online_removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Lossless compression (:mod:`bridge.services.compression`): the file as received had
+    #: this size and transfer syntax; ``size``/``sha256``/``transfer_syntax_uid`` now describe
+    #: the compressed file (ratio = original_size / size). None while never compressed.
+    original_size: Mapped[int | None] = mapped_column(BigInteger)
+    original_transfer_syntax_uid: Mapped[str | None] = mapped_column(String(64))
+    compressed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class StudyEvent(Base):
