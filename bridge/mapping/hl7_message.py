@@ -44,7 +44,8 @@ class Encoding:
 class HL7Message:
     """One decoded message. Segments are split on first use; fields are never copied."""
 
-    __slots__ = ("_by_name", "charset", "encoding", "segments", "text")
+    __slots__ = ("_by_name", "_component", "_escape", "_repetition", "_subcomponent", "charset",
+                 "encoding", "segments", "text")
 
     def __init__(self, text: str, charset: str) -> None:
         for sep in SEGMENT_SEPARATORS:
@@ -59,6 +60,9 @@ class HL7Message:
         msh = lines[0]
         enc = Encoding(msh[3], *(msh[4:8] + "\\&")[:4])
         self.encoding = enc
+        # Read on every field access: plain attributes are the cheapest to reach.
+        self._repetition, self._component = enc.repetition, enc.component
+        self._subcomponent, self._escape = enc.subcomponent, enc.escape
         self.segments: list[list[str]] = []
         for line in lines:
             fields = line.split(enc.field)
@@ -86,20 +90,28 @@ class HL7Message:
 
     def get(self, path: str, occurrence: int = 0) -> str:
         """The unescaped value at ``SEG-F[.C[.S]]`` of the first repetition."""
-        segment, numbers = parse_path(path)
-        return self.value_in(self.raw_field(segment, numbers[0], occurrence), numbers[1:])
+        segment, numbers = _PATHS.get(path) or parse_path(path)
+        found = self._by_name.get(segment)
+        if not found or occurrence >= len(found):
+            return ""
+        fields = found[occurrence]
+        number = numbers[0]
+        if number >= len(fields):
+            return ""
+        return self.value_in(fields[number], numbers[1:])
 
     def value_in(self, field: str, numbers: tuple[int, ...]) -> str:
         """Component/subcomponent ``numbers`` of the first repetition of a raw ``field``."""
-        enc = self.encoding
-        value = field.split(enc.repetition, 1)[0] if field else ""
+        if not field:
+            return ""
+        value = field.split(self._repetition, 1)[0]
         if numbers and value:
-            parts = value.split(enc.component)
+            parts = value.split(self._component)
             value = parts[numbers[0] - 1] if numbers[0] <= len(parts) else ""
             if len(numbers) > 1 and value:
-                subs = value.split(enc.subcomponent)
+                subs = value.split(self._subcomponent)
                 value = subs[numbers[1] - 1] if numbers[1] <= len(subs) else ""
-        return self.unescape(value)
+        return self.unescape(value) if self._escape in value else value
 
     def repetitions(self, segment: str, number: int, occurrence: int = 0) -> list[str]:
         field = self.raw_field(segment, number, occurrence)
@@ -107,8 +119,13 @@ class HL7Message:
 
     def components(self, raw: str) -> list[str]:
         """Unescaped components of one raw repetition (subcomponents keep only the first)."""
-        enc = self.encoding
-        return [self.unescape(c.split(enc.subcomponent, 1)[0]) for c in raw.split(enc.component)]
+        sub, esc = self._subcomponent, self._escape
+        parts = raw.split(self._component)
+        if sub in raw:
+            parts = [c.split(sub, 1)[0] for c in parts]
+        if esc in raw:
+            parts = [self.unescape(c) for c in parts]
+        return parts
 
     def unescape(self, value: str) -> str:
         esc = self.encoding.escape
@@ -156,10 +173,16 @@ def _is_hex(text: str) -> bool:
     return len(text) % 2 == 0 and all(c in "0123456789abcdefABCDEF" for c in text) and bool(text)
 
 
+#: Parsed paths (the mapping tables name a few dozen).
+_PATHS: dict[str, tuple[str, tuple[int, ...]]] = {}
+
+
 @lru_cache(maxsize=1024)
 def parse_path(path: str) -> tuple[str, tuple[int, ...]]:
     segment, _, rest = path.partition("-")
     numbers = tuple(int(n) for n in rest.split("."))
+    if len(_PATHS) < 1024:
+        _PATHS[path] = (segment, numbers)
     return segment, numbers
 
 

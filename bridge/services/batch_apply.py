@@ -18,15 +18,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, func, or_, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection
 
 from bridge.domain import Identifier, OrderAction, OrderCommand, PatientCommand, PatientData
 from bridge.mapping import order_rules as rules
 from bridge.mapping.patient_rules import demographic_changes
 from bridge.services.orders import OrderPolicy, check_creatable, new_order_values
 from bridge.services.patients import lookup_identifier
-from bridge.store.fast_insert import FastInsert
+from bridge.store.fast_sql import FastInsert, FastQuery, FastUpdate, fetch_all, is_postgresql
 from bridge.store.models import (
     Order,
     Patient,
@@ -38,18 +37,15 @@ from bridge.store.models import (
 
 P, PI, S = table_of(Patient), table_of(PatientIdentifier), table_of(ProcedureStep)
 O = table_of(Order)  # noqa: E741 - the table, as in SQL
-OWNED = PI.alias("owned")
 IdKey = tuple[str, str]
+Command = PatientCommand | OrderCommand
 
+# Statements are written once and run on the DB-API cursor (bridge.store.fast_sql):
+# building a SQLAlchemy statement per batch cost more than SQLite takes to run it.
 _INSERT_PATIENTS = FastInsert(P, [c.name for c in P.columns])
-_CLAIM = {
-    "sqlite": sqlite.insert(PI).on_conflict_do_nothing().returning(PI.c.value, PI.c.issuer),
-    "postgresql": postgresql.insert(PI).on_conflict_do_nothing().returning(
-        PI.c.value, PI.c.issuer),
-}
-_UPDATE_PATIENT = update(P).where(P.c.id == bindparam("b_id")).values(
-    name=bindparam("name"), name_search=bindparam("name_search"),
-    birth_date=bindparam("birth_date"), sex=bindparam("sex"), updated_at=bindparam("b_now"))
+_CLAIM = FastInsert(PI, ["patient_id", "value", "issuer", "id_type", "position"],
+                    returning=("value", "issuer"), on_conflict_do_nothing=True)
+_UPDATE_PATIENT = FastUpdate(P, ["name", "name_search", "birth_date", "sex", "updated_at"])
 #: Columns only the FHIR intake fills (ServiceRequest.note, authoredOn); HL7 rows leave them
 #: NULL, so the bulk insert does not name them.
 _FHIR_ONLY_ORDER_COLUMNS = frozenset({"comments", "issue_date", "issue_time"})
@@ -58,45 +54,80 @@ _INSERT_ORDERS = FastInsert(O, [c.name for c in O.columns
 _INSERT_STEPS = FastInsert(S, [c.name for c in S.columns if c.name != "id"])
 _ORDER_COLUMNS = (*rules.ORDER_FIELDS, "placer_issuer", "filler_issuer", "procedure_code",
                   "procedure_scheme", "procedure_meaning", "patient_id", "status")
-_UPDATE_ORDER = update(O).where(O.c.id == bindparam("b_id")).values(
-    {name: bindparam(name) for name in _ORDER_COLUMNS} | {"updated_at": bindparam("b_now")})
+_UPDATE_ORDER = FastUpdate(O, [*_ORDER_COLUMNS, "updated_at"])
 _STEP_COLUMNS = (*rules.STEP_FIELDS, "protocol_codes", "status")
-_UPDATE_STEP = update(S).where(S.c.id == bindparam("b_id")).values(
-    {name: bindparam(name) for name in _STEP_COLUMNS} | {"updated_at": bindparam("b_now")})
+_UPDATE_STEP = FastUpdate(S, [*_STEP_COLUMNS, "updated_at"])
+
+# PostgreSQL: the look-ups are lateral joins, one index seek per value, so that the plan
+# does not depend on statistics, which lag behind tables that grow under load (an IN list
+# over stale statistics was planned as hash joins over whole tables).
+
+#: Every patient holding one of the values, with all the identifiers it owns (an index
+#: seek on value; issuers are checked in Python).
+_PATIENT_COLUMNS = ("pi.value, pi.issuer, p.id, p.merged_into_id, p.name, p.birth_date, p.sex, "
+                    "owned.value, owned.issuer")
+_PATIENTS_BY_VALUE = FastQuery(f"""
+    SELECT {_PATIENT_COLUMNS}
+    FROM patient_identifiers pi
+    JOIN patients p ON p.id = pi.patient_id
+    JOIN patient_identifiers owned ON owned.patient_id = p.id
+    WHERE pi.value IN :values""", [None] * 9, postgresql=f"""
+    SELECT {_PATIENT_COLUMNS}
+    FROM unnest(CAST(:values AS text[])) AS k(value)
+    CROSS JOIN LATERAL (SELECT value, issuer, patient_id FROM patient_identifiers
+                        WHERE value = k.value OFFSET 0) AS pi
+    CROSS JOIN LATERAL (SELECT id, merged_into_id, name, birth_date, sex FROM patients
+                        WHERE id = pi.patient_id LIMIT 1) AS p
+    CROSS JOIN LATERAL (SELECT value, issuer FROM patient_identifiers
+                        WHERE patient_id = p.id OFFSET 0) AS owned""")
+_PATIENTS_BY_ID = FastQuery("SELECT id, name, birth_date, sex FROM patients WHERE id IN :ids",
+                            [None] * 4)
+#: Orders by placer number or accession with their steps, in one statement (seeks on the
+#: leading index columns; issuers are checked in Python).
+_ORDER_READ = ("id", *_ORDER_COLUMNS)
+_STEP_READ = ("id", "sps_id", *_STEP_COLUMNS)
+_ORDER_SELECT = ", ".join(_ORDER_READ)
+_ORDERS_WITH_STEPS = FastQuery(
+    f"SELECT {', '.join('o.' + c for c in _ORDER_READ)}, "
+    f"{', '.join('s.' + c for c in _STEP_READ)} "
+    "FROM orders o LEFT JOIN procedure_steps s ON s.order_id = o.id "
+    "WHERE o.placer_number IN :placers OR o.accession IN :accessions",
+    [None] * len(_ORDER_READ) + [S.c[name] for name in _STEP_READ], postgresql=f"""
+    WITH o AS (
+        SELECT o.* FROM unnest(CAST(:placers AS text[])) AS k(value)
+        CROSS JOIN LATERAL (SELECT {_ORDER_SELECT} FROM orders
+                            WHERE placer_number = k.value OFFSET 0) AS o
+        UNION ALL
+        SELECT o.* FROM unnest(CAST(:accessions AS text[])) AS k(value)
+        CROSS JOIN LATERAL (SELECT {_ORDER_SELECT} FROM orders
+                            WHERE accession = k.value OFFSET 0) AS o)
+    SELECT {', '.join('o.' + c for c in _ORDER_READ)}, {', '.join('s.' + c for c in _STEP_READ)}
+    FROM o LEFT JOIN LATERAL (SELECT {', '.join(_STEP_READ)} FROM procedure_steps
+                              WHERE order_id = o.id OFFSET 0) AS s ON true""")
+_MAX_IDS = FastQuery("SELECT (SELECT coalesce(max(id), 0) FROM patients), "
+                     "(SELECT coalesce(max(id), 0) FROM orders)", [None, None])
+_NEXT_IDS = FastQuery(
+    "SELECT (SELECT array_agg(nextval(pg_get_serial_sequence('patients', 'id'))) "
+    "        FROM generate_series(1, :patients)), "
+    "       (SELECT array_agg(nextval(pg_get_serial_sequence('orders', 'id'))) "
+    "        FROM generate_series(1, :orders))", [None, None])
 
 
-# Statements are built once: building one (and its cache key) costs more than SQLite
-# takes to run it.
-_PATIENTS_BY_VALUE = (
-    select(PI.c.value, PI.c.issuer, P.c.id, P.c.merged_into_id, P.c.name, P.c.birth_date,
-           P.c.sex, OWNED.c.value.label("owned_value"), OWNED.c.issuer.label("owned_issuer"))
-    .join(P, P.c.id == PI.c.patient_id)
-    .join(OWNED, OWNED.c.patient_id == P.c.id)
-    .where(PI.c.value.in_(bindparam("values", expanding=True)))  # an index seek on value
-)
-_PATIENTS_BY_ID = select(P.c.id, P.c.name, P.c.birth_date, P.c.sex).where(
-    P.c.id.in_(bindparam("ids", expanding=True)))
-_ORDERS_BY_KEYS = select(O).where(or_(
-    O.c.placer_number.in_(bindparam("placers", expanding=True)),
-    O.c.accession.in_(bindparam("accessions", expanding=True))))
-_STEPS_OF = select(S).where(S.c.order_id.in_(bindparam("ids", expanding=True)))
-_MAX_ID = {table.name: select(func.coalesce(func.max(table.c.id), 0)) for table in (P, O)}
-_NEXT_IDS = text("SELECT nextval(pg_get_serial_sequence(:t, 'id')) "
-                 "FROM generate_series(1, :n)")
-
-
-def allocate_ids(conn: Connection, table: Table, count: int) -> list[int]:
-    """Primary keys for ``count`` new rows, so that one executemany can insert them all
-    (INSERT ... RETURNING in parameter order makes SQLAlchemy insert SQLite rows one by one).
+def allocate_ids(conn: Connection, patients: int, orders: int) -> tuple[list[int], list[int]]:
+    """Primary keys for new patients and orders, so that one statement can insert them all
+    (INSERT ... RETURNING does not say which row got which key).
 
     SQLite: the transaction holds the database's write lock (BEGIN IMMEDIATE), so nobody
-    else can take max(id) + 1 before we commit. PostgreSQL: the table's own sequence.
+    else can take max(id) + 1 before we commit. PostgreSQL: the tables' own sequences.
     """
-    if conn.dialect.name == "postgresql":
-        rows = conn.execute(_NEXT_IDS, {"t": table.name, "n": count})
-        return [int(r[0]) for r in rows]
-    top = conn.execute(_MAX_ID[table.name]).scalar_one()
-    return list(range(int(top) + 1, int(top) + 1 + count))
+    if not patients and not orders:
+        return [], []
+    if is_postgresql(conn):
+        p_ids, o_ids = _NEXT_IDS.all(conn, patients=patients, orders=orders)[0]
+        return [int(i) for i in p_ids or ()], [int(i) for i in o_ids or ()]
+    p_top, o_top = _MAX_IDS.all(conn)[0]
+    return (list(range(int(p_top) + 1, int(p_top) + 1 + patients)),
+            list(range(int(o_top) + 1, int(o_top) + 1 + orders)))
 
 
 class ClaimLost(Exception):
@@ -142,8 +173,25 @@ class _Order:
     dirty: bool = False
 
 
+@dataclass(slots=True)
+class Reads:
+    """The batch's look-ups, sent (on PostgreSQL in one round trip) and not yet read."""
+
+    keys: set[IdKey]
+    placers: set[IdKey]
+    accessions: set[str]
+    patients: Any = None
+    orders: Any = None
+    ids: Any = None
+
+
 class BatchApplier:
-    """Applies one run of eligible commands inside the caller's transaction."""
+    """Applies one run of eligible commands inside the caller's transaction, in phases so
+    that a caller can share round trips with its own statements:
+
+    ``send_reads`` → (round trip) → ``load`` → ``apply`` (in memory) → ``write`` →
+    (round trip) → ``check_claims``. :meth:`run` does it all.
+    """
 
     def __init__(self, conn: Connection, policy: OrderPolicy) -> None:
         self._conn = conn
@@ -153,49 +201,67 @@ class BatchApplier:
         self._by_accession: dict[str, _Order] = {}
         self._patients: list[_Patient] = []
         self._orders: list[_Order] = []
+        self._new_patients: list[_Patient] = []
+        #: PostgreSQL: keys taken from the sequences with the reads (see send_reads).
+        self._spare_ids: tuple[list[int], list[int]] | None = None
 
-    def apply(self, commands: list[PatientCommand | OrderCommand]) -> list[Exception | None]:
-        """Apply in order; returns per command None or the BridgeError it was refused with."""
-        self._prefetch(commands)
-        results: list[Exception | None] = []
-        for command in commands:
-            try:
-                if isinstance(command, PatientCommand):
-                    self._upsert_patient(command.patient)
-                else:
-                    self._apply_order(command)
-                results.append(None)
-            except Exception as exc:  # BridgeError kinds; no state was touched before raising
-                results.append(exc)
-        self._flush()
+    def run(self, commands: list[Command]) -> list[Exception | None]:
+        """Read, apply and write ``commands``; see :meth:`apply` for the result."""
+        self.load(self.send_reads(commands))
+        results = self.apply(commands)
+        self.check_claims(self.write())
         return results
 
     # -- reading ----------------------------------------------------------------------------
-    def _prefetch(self, commands: list[PatientCommand | OrderCommand]) -> None:
-        keys: set[IdKey] = set()
-        placers: set[IdKey] = set()
-        accessions: set[str] = set()
+    def send_reads(self, commands: list[Command]) -> Reads:
+        """Send the look-ups for ``commands`` (more commands than are applied is harmless:
+        what is read is only state)."""
+        reads = Reads(set(), set(), set())
         for command in commands:
-            keys.update((i.value, i.issuer) for i in command.patient.identifiers)
+            reads.keys.update((i.value, i.issuer) for i in command.patient.identifiers)
             if isinstance(command, OrderCommand):
                 if command.order.placer_number:
-                    placers.add((command.order.placer_number, command.order.placer_issuer))
+                    reads.placers.add((command.order.placer_number, command.order.placer_issuer))
                 if command.order.accession:
-                    accessions.add(command.order.accession)
-        self._load_patients(keys)
-        self._load_orders(placers, accessions)
+                    reads.accessions.add(command.order.accession)
+        if reads.keys:
+            reads.patients = _PATIENTS_BY_VALUE.send(
+                self._conn, values=sorted({value for value, _ in reads.keys}))
+        if reads.placers or reads.accessions:
+            # An empty list matches nothing.
+            reads.orders = _ORDERS_WITH_STEPS.send(
+                self._conn, placers=sorted({number for number, _ in reads.placers}),
+                accessions=sorted(reads.accessions))
+        if is_postgresql(self._conn):
+            # Keys for as many new patients and orders as the commands could create, in
+            # the same round trip; those left unused are gaps in the sequences, as a
+            # rolled-back transaction leaves.
+            primaries = {(c.patient.primary.value, c.patient.primary.issuer)
+                         for c in commands if c.patient.identifiers}
+            orders = sum(isinstance(c, OrderCommand) for c in commands)
+            reads.ids = _NEXT_IDS.send(self._conn, patients=len(primaries), orders=orders)
+        return reads
 
-    def _load_patients(self, keys: set[IdKey]) -> None:
-        if not keys:
-            return
-        rows = self._conn.execute(_PATIENTS_BY_VALUE,
-                                  {"values": sorted({value for value, _ in keys})}).all()
+    def load(self, reads: Reads) -> None:
+        """Take in what :meth:`send_reads` found (on PostgreSQL: after its round trip)."""
+        if reads.patients is not None:
+            self._load_patients(reads.keys, _PATIENTS_BY_VALUE.rows(self._conn, reads.patients))
+        if reads.orders is not None:
+            self._load_orders(reads.placers, reads.accessions,
+                              _ORDERS_WITH_STEPS.rows(self._conn, reads.orders))
+        if reads.ids is not None:
+            patient_ids, order_ids = _NEXT_IDS.rows(self._conn, reads.ids)[0]
+            self._spare_ids = ([int(i) for i in patient_ids or ()],
+                               [int(i) for i in order_ids or ()])
+
+    def _load_patients(self, keys: set[IdKey], rows: list[tuple[Any, ...]]) -> None:
         by_id: dict[int, _Patient] = {}
-        for row in rows:
-            key = (row.value, row.issuer)
+        for (value, issuer, patient_id, merged_into_id, name, birth_date, sex, owned_value,
+             owned_issuer) in rows:
+            key = (value, issuer)
             if key not in keys:
                 continue
-            if row.merged_into_id is not None:
+            if merged_into_id is not None:
                 if key not in self._owners:  # the survivor, as the per-message path finds it
                     found = lookup_identifier(self._conn, Identifier(*key))
                     assert found is not None
@@ -206,44 +272,63 @@ class BatchApplier:
                             set(found.identifiers))
                     self._owners[key] = survivor
                 continue
-            state = by_id.get(row.id)
+            state = by_id.get(patient_id)
             if state is None:
-                state = by_id[row.id] = _Patient(row.id, row.name, row.birth_date, row.sex,
-                                                 set())
-            state.identifiers.add((row.owned_value, row.owned_issuer))
+                state = by_id[patient_id] = _Patient(patient_id, name, birth_date, sex, set())
+            state.identifiers.add((owned_value, owned_issuer))
             self._owners[key] = state
 
-    def _load_orders(self, placers: set[IdKey], accessions: set[str]) -> None:
-        if not placers and not accessions:
+    def _load_orders(self, placers: set[IdKey], accessions: set[str],
+                     found: list[tuple[Any, ...]]) -> None:
+        width = len(_ORDER_READ)
+        orders: dict[int, dict[str, Any]] = {}
+        steps: dict[int, dict[str, _Step]] = {}
+        for row in found:
+            values = dict(zip(_ORDER_READ, row[:width], strict=True))
+            if ((values["placer_number"], values["placer_issuer"]) not in placers
+                    and values["accession"] not in accessions):
+                continue
+            order_id = values.pop("id")
+            orders.setdefault(order_id, values)
+            order_steps = steps.setdefault(order_id, {})
+            step = dict(zip(_STEP_READ, row[width:], strict=True))
+            step_id = step.pop("id")
+            if step_id is not None:
+                order_steps[step["sps_id"]] = _Step(step_id, step)
+        if not orders:
             return
-        # Seeks on the leading index columns; issuers are checked below. An empty list
-        # matches nothing.
-        found = self._conn.execute(_ORDERS_BY_KEYS, {
-            "placers": sorted({number for number, _ in placers}),
-            "accessions": sorted(accessions)})
-        rows = [row for row in found
-                if (row.placer_number, row.placer_issuer) in placers
-                or row.accession in accessions]
-        if not rows:
-            return
-        patient_ids = {row.patient_id for row in rows}
         known = {state.id: state for state in self._owners.values()}
-        missing = patient_ids - set(known)
+        missing = {values["patient_id"] for values in orders.values()} - set(known)
         if missing:  # orders of patients not named in the batch (the order moves away)
-            for row in self._conn.execute(_PATIENTS_BY_ID, {"ids": sorted(missing)}):
-                known[row.id] = _Patient(row.id, row.name, row.birth_date, row.sex, set())
-        steps: dict[int, dict[str, _Step]] = {row.id: {} for row in rows}
-        for step in self._conn.execute(_STEPS_OF, {"ids": list(steps)}):
-            values = {name: getattr(step, name) for name in (*_STEP_COLUMNS, "sps_id")}
-            steps[step.order_id][step.sps_id] = _Step(step.id, values)
-        for row in rows:
-            state = _Order(row.id, dict(row._mapping), known[row.patient_id], steps[row.id])
-            if row.placer_number:
-                self._by_placer.setdefault((row.placer_number, row.placer_issuer), state)
-            if row.accession:
-                self._by_accession.setdefault(row.accession, state)
+            for patient_id, name, birth_date, sex in _PATIENTS_BY_ID.all(
+                    self._conn, ids=sorted(missing)):
+                known[patient_id] = _Patient(patient_id, name, birth_date, sex, set())
+        # In id order, as the per-message path would meet them.
+        for order_id in sorted(orders):
+            values = orders[order_id]
+            state = _Order(order_id, values, known[values["patient_id"]], steps[order_id])
+            if values["placer_number"]:
+                self._by_placer.setdefault((values["placer_number"], values["placer_issuer"]),
+                                           state)
+            if values["accession"]:
+                self._by_accession.setdefault(values["accession"], state)
 
     # -- applying ---------------------------------------------------------------------------
+    def apply(self, commands: list[Command]) -> list[Exception | None]:
+        """Apply in order, in memory; returns per command None or the BridgeError it was
+        refused with."""
+        results: list[Exception | None] = []
+        for command in commands:
+            try:
+                if isinstance(command, PatientCommand):
+                    self._upsert_patient(command.patient)
+                else:
+                    self._apply_order(command)
+                results.append(None)
+            except Exception as exc:  # BridgeError kinds; no state was touched before raising
+                results.append(exc)
+        return results
+
     def _upsert_patient(self, data: PatientData) -> _Patient:
         primary = data.primary
         state = self._owners.get((primary.value, primary.issuer))
@@ -341,58 +426,65 @@ class BatchApplier:
             self._by_accession.setdefault(values["accession"], order)
 
     # -- writing ----------------------------------------------------------------------------
-    def _flush(self) -> None:
+    def write(self) -> list[Any]:
+        """Send every write: one statement per table and kind. Returns what
+        :meth:`check_claims` needs (on PostgreSQL inside ``pipelined``: after the block)."""
         conn, now = self._conn, utcnow()
         new_patients = [p for p in self._patients if p.id is None]
-        if new_patients:
-            for state, new_id in zip(new_patients, allocate_ids(conn, P, len(new_patients)),
-                                     strict=True):
-                state.id = new_id
-            _INSERT_PATIENTS.execute(conn, [
-                {"id": p.id, "name": p.name, "name_search": p.name.casefold(),
-                 "birth_date": p.birth_date, "sex": p.sex, "merged_into_id": None,
-                 "created_at": now, "updated_at": now}
-                for p in new_patients])
-        claims = [{"patient_id": p.id, "value": i.value, "issuer": i.issuer,
-                   "id_type": i.id_type, "position": pos}
-                  for p in self._patients for i, pos in p.pending]
-        if claims:
-            got = {(r.value, r.issuer) for r in conn.execute(_CLAIM[conn.dialect.name], claims)}
-            for state in new_patients:
-                assert state.primary is not None
-                if (state.primary.value, state.primary.issuer) not in got:
-                    raise ClaimLost(state.primary.value)
-        changed = [p for p in self._patients if p.dirty and p.id is not None
-                   and p not in new_patients]
-        if changed:
-            conn.execute(_UPDATE_PATIENT, [
-                {"b_id": p.id, "name": p.name, "name_search": p.name.casefold(),
-                 "birth_date": p.birth_date, "sex": p.sex, "b_now": now} for p in changed])
-        self._flush_orders(now)
-
-    def _flush_orders(self, now: Any) -> None:
-        conn = self._conn
         new_orders = [o for o in self._orders if o.id is None]
-        if new_orders:
-            rows = []
-            for order, new_id in zip(new_orders, allocate_ids(conn, O, len(new_orders)),
-                                     strict=True):
-                order.id = new_id
-                values = order.values
-                if not values.get("accession") or not values.get("requested_procedure_id"):
-                    accession = values.get("accession") or rules.generated_accession(
-                        self._policy.accession_prefix, order.id)
-                    values["accession"] = accession
-                    values["requested_procedure_id"] = (values.get("requested_procedure_id")
-                                                        or accession)
-                self._name_generated_steps(order)
-                assert order.patient.id is not None
-                rows.append({**values, "id": order.id, "patient_id": order.patient.id,
-                             "created_at": now, "updated_at": now})
-            _INSERT_ORDERS.execute(conn, rows)
-        changed = [o for o in self._orders if o.dirty and o not in new_orders]
-        if changed:
-            conn.execute(_UPDATE_ORDER, [self._order_row(o, now) for o in changed])
+        if self._spare_ids is not None:
+            patient_ids = self._spare_ids[0][:len(new_patients)]
+            order_ids = self._spare_ids[1][:len(new_orders)]
+        else:
+            patient_ids, order_ids = allocate_ids(conn, len(new_patients), len(new_orders))
+        for state, new_id in zip(new_patients, patient_ids, strict=True):
+            state.id = new_id
+        for order, new_id in zip(new_orders, order_ids, strict=True):
+            order.id = new_id
+        _INSERT_PATIENTS.execute(conn, [
+            {"id": p.id, "name": p.name, "name_search": p.name.casefold(),
+             "birth_date": p.birth_date, "sex": p.sex, "merged_into_id": None,
+             "created_at": now, "updated_at": now}
+            for p in new_patients])
+        self._new_patients = new_patients
+        claims = _CLAIM.execute(conn, [
+            {"patient_id": p.id, "value": i.value, "issuer": i.issuer, "id_type": i.id_type,
+             "position": pos}
+            for p in self._patients for i, pos in p.pending])
+        _UPDATE_PATIENT.execute(conn, [
+            {"id": p.id, "name": p.name, "name_search": p.name.casefold(),
+             "birth_date": p.birth_date, "sex": p.sex, "updated_at": now}
+            for p in self._patients if p.dirty and p.id is not None and p not in new_patients])
+        self._write_orders(new_orders, now)
+        return claims
+
+    def check_claims(self, claims: list[Any]) -> None:
+        """Raise :class:`ClaimLost` if another writer took a new patient's identifier."""
+        got = set(fetch_all(self._conn, claims))
+        for state in self._new_patients:
+            assert state.primary is not None
+            if (state.primary.value, state.primary.issuer) not in got:
+                raise ClaimLost(state.primary.value)
+
+    def _write_orders(self, new_orders: list[_Order], now: Any) -> None:
+        conn = self._conn
+        rows = []
+        for order in new_orders:
+            values = order.values
+            if not values.get("accession") or not values.get("requested_procedure_id"):
+                assert order.id is not None
+                accession = values.get("accession") or rules.generated_accession(
+                    self._policy.accession_prefix, order.id)
+                values["accession"] = accession
+                values["requested_procedure_id"] = (values.get("requested_procedure_id")
+                                                    or accession)
+            self._name_generated_steps(order)
+            assert order.patient.id is not None
+            rows.append({**values, "id": order.id, "patient_id": order.patient.id,
+                         "created_at": now, "updated_at": now})
+        _INSERT_ORDERS.execute(conn, rows)
+        _UPDATE_ORDER.execute(conn, [self._order_row(o, now) for o in self._orders
+                                     if o.dirty and o.id is not None and o not in new_orders])
         new_steps, changed_steps = [], []
         for order in self._orders:
             for step in order.steps.values():
@@ -400,11 +492,9 @@ class BatchApplier:
                     new_steps.append({**step.values, "order_id": order.id, "updated_at": now})
                 elif step.dirty:
                     changed_steps.append({**{k: step.values[k] for k in _STEP_COLUMNS},
-                                          "b_id": step.id, "b_now": now})
-        if new_steps:
-            _INSERT_STEPS.execute(conn, new_steps)
-        if changed_steps:
-            conn.execute(_UPDATE_STEP, changed_steps)
+                                          "id": step.id, "updated_at": now})
+        _INSERT_STEPS.execute(conn, new_steps)
+        _UPDATE_STEP.execute(conn, changed_steps)
 
     @staticmethod
     def _name_generated_steps(order: _Order) -> None:
@@ -418,5 +508,5 @@ class BatchApplier:
     @staticmethod
     def _order_row(order: _Order, now: Any) -> dict[str, Any]:
         row = {name: order.values.get(name) for name in _ORDER_COLUMNS}
-        row.update(patient_id=order.patient.id, b_id=order.id, b_now=now)
+        row.update(patient_id=order.patient.id, id=order.id, updated_at=now)
         return row

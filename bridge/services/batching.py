@@ -51,6 +51,9 @@ class LoopBatcher(Generic[In, Out]):
         self._pending: list[tuple[In, asyncio.Future[Out]]] = []
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        #: While lingering: resolved when enough messages are pending (or by the timer).
+        self._enough: asyncio.Future[None] | None = None
+        self._target = 0
 
     def start(self) -> None:
         self._wake = asyncio.Event()
@@ -61,6 +64,9 @@ class LoopBatcher(Generic[In, Out]):
         future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         self._wake.set()
+        enough = self._enough
+        if enough is not None and len(self._pending) >= self._target:
+            _resolve(enough)
         return await future
 
     async def stop(self) -> None:
@@ -73,17 +79,22 @@ class LoopBatcher(Generic[In, Out]):
                 await self._task
 
     async def _gather(self) -> None:
-        """Wait briefly for the other connected senders' messages."""
-        assert self._wake is not None
+        """Wait briefly for the other connected senders' messages.
+
+        One future and one timer per batch (not a ``wait_for`` per arriving message): the
+        sender whose message completes the batch resolves it.
+        """
+        self._target = min(self._expected(), self._batch_max)
+        if len(self._pending) >= self._target or self._linger <= 0:
+            return
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._linger
-        while len(self._pending) < min(self._expected(), self._batch_max):
-            left = deadline - loop.time()
-            if left <= 0:
-                return
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), left)
+        self._enough = enough = loop.create_future()
+        timer = loop.call_later(self._linger, _resolve, enough)
+        try:
+            await enough
+        finally:
+            timer.cancel()
+            self._enough = None
 
     async def _drain(self) -> None:
         assert self._wake is not None
@@ -106,3 +117,8 @@ class LoopBatcher(Generic[In, Out]):
                     if not future.done():
                         future.set_result(result)
                 await asyncio.sleep(0)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

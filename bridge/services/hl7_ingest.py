@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
+import weakref
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -32,19 +34,31 @@ from bridge.mapping.hl7_message import (
 from bridge.mapping.tables import HL7Tables
 from bridge.services import batch_apply, patients
 from bridge.services.orders import OrderPolicy, apply_order_command
-from bridge.store.fast_insert import FastInsert
+from bridge.store.fast_sql import FastInsert, FastQuery, pipelined
 from bridge.store.models import HL7Message as LogRow
 from bridge.store.models import table_of
 
 log = logging.getLogger("bridge.hl7")
 LOG = table_of(LogRow)
 _INSERT_LOG = FastInsert(LOG, [c.name for c in LOG.columns if c.name != "id"])
-# Statements are built once: building one (and its cache key) costs more than SQLite
-# takes to run it.
-_STORED_ACKS = select(LOG.c.control_id, LOG.c.accept_ack, LOG.c.ack, LOG.c.status,
-                      LOG.c.ack_code, LOG.c.error, LOG.c.error_location, LOG.c.charset).where(
-    LOG.c.sending_application == bindparam("app"), LOG.c.sending_facility == bindparam("fac"),
-    LOG.c.control_id.in_(bindparam("ids", expanding=True)))
+_STORED_COLUMNS = ("control_id, accept_ack, ack, status, ack_code, error, error_location, "
+                   "charset")
+#: An index seek on (sender, facility, control_id); a row-value IN would make SQLite scan
+#: the whole log. PostgreSQL: one seek per control ID on the whole key (a lateral join).
+#: Given ``control_id = ANY(...)`` while the log's statistics are stale (a log that grew
+#: since the last ANALYZE, as it does under load), its planner seeks on the sender alone
+#: and filters every message of that sender, so the check grew with the log.
+_STORED_ACKS = FastQuery(f"""
+    SELECT {_STORED_COLUMNS} FROM hl7_messages
+    WHERE sending_application = :app AND sending_facility = :fac AND control_id IN :ids""",
+                         [None] * 8, postgresql=f"""
+    SELECT m.* FROM unnest(CAST(:ids AS text[])) AS k(id)
+    CROSS JOIN LATERAL (
+        SELECT {_STORED_COLUMNS} FROM hl7_messages
+        WHERE sending_application = :app AND sending_facility = :fac AND control_id = k.id
+        LIMIT 1) AS m""")
+#: Control IDs per duplicate-check query (SQLite's bound parameter limit is far above).
+_IDS_PER_QUERY = 500
 
 MessageKey = tuple[str, str, str]
 
@@ -113,6 +127,21 @@ class HL7Ingest:
         self._policy = OrderPolicy.from_settings(settings)
         self._counter = itertools.count()
         self._bulk = bulk
+        bind = session_factory.kw.get("bind")
+        self._writer = _HeldConnection(bind) if isinstance(bind, Engine) else None
+        if self._writer is not None:
+            # Returned to the pool when the ingest goes away (and at exit), not leaked.
+            weakref.finalize(self, self._writer.close)
+
+    def close(self) -> None:
+        """Give the writer's connection back to the pool (it is taken again when needed)."""
+        if self._writer is not None:
+            self._writer.close()
+
+    def _writer_session(self, held: bool) -> Session:
+        if not held or self._writer is None:
+            return self._sessions()
+        return self._sessions(bind=self._writer.get())
 
     # -- batches ----------------------------------------------------------------------------
     def handle_batch(self, batch: list[Inbound]) -> list[Outcome]:
@@ -123,15 +152,24 @@ class HL7Ingest:
         batch is run again with a savepoint per message so only that message is rolled back.
         """
         prepared = [self._prepare(item) for item in batch]
+        # The held connection serves one batch at a time; a caller on a second thread
+        # (not the bridge's own use) takes one from the pool instead.
+        held = self._writer is not None and self._writer.lock.acquire(blocking=False)
         try:
             for isolated in (False, True):
                 try:
-                    with self._sessions() as session, session.begin():
+                    with self._writer_session(held) as session, session.begin():
                         return self._handle_in(session, prepared, isolated=isolated)
                 except _NeedsIsolation:
                     continue
         except SQLAlchemyError as exc:
             log.error("hl7 batch not stored: %s", type(exc).__name__, exc_info=True)
+            if held:
+                self.close()  # the next batch starts on a fresh connection
+        finally:
+            if held:
+                assert self._writer is not None
+                self._writer.lock.release()
         error = Transient("message could not be stored; resend later")
         return [self._unstored(p, error) for p in prepared]
 
@@ -160,7 +198,18 @@ class HL7Ingest:
 
     def _handle_in(self, session: Session, prepared: list[_Prepared], *,
                    isolated: bool) -> list[Outcome]:
-        stored = self._stored_acks(session, [p.key for p in prepared if p.key])
+        conn = session.connection()
+        bulk = self._bulk and not isolated
+        # One round trip (PostgreSQL) for the duplicate check and the look-ups of the
+        # batch's first run; reading more than the run needs (duplicates) is harmless.
+        reads = None
+        with pipelined(conn):
+            stored_query = self._send_stored_acks(conn, [p.key for p in prepared if p.key])
+            eligible = [p.command for p in prepared if self._eligible(p)] if bulk else []
+            if eligible:
+                first = batch_apply.BatchApplier(conn, self._policy)
+                reads = (first, first.send_reads(eligible))  # type: ignore[arg-type]
+        stored = self._read_stored_acks(conn, stored_query)
         # Which messages are new, and which repeat an earlier one (stored or in this batch).
         first_of: dict[MessageKey, int] = {}
         todo: list[int] = []
@@ -171,7 +220,8 @@ class HL7Ingest:
             if key is not None:
                 first_of[key] = index
             todo.append(index)
-        applied = self._apply_all(session, [prepared[i] for i in todo], isolated=isolated)
+        applied, pending = self._apply_all(session, [prepared[i] for i in todo],
+                                           isolated=isolated, preloaded=reads)
         results = dict(zip(todo, applied, strict=True))
         rows: list[dict[str, object]] = []
         outcomes: list[Outcome] = []
@@ -198,46 +248,75 @@ class HL7Ingest:
                     # The error text can quote patient data: it stays in the message log.
                     "accession": accession, "error_location": outcome.error_location,
                 })
-        if rows:
-            _INSERT_LOG.execute(session.connection(), rows)
+        # The last run's writes and the log rows share one round trip (PostgreSQL).
+        with pipelined(conn):
+            claims = pending.write() if pending is not None else []
+            _INSERT_LOG.execute(conn, rows)
+        if pending is not None:
+            self._check_claims(pending, claims)
         return outcomes
 
-    def _apply_all(self, session: Session, todo: list[_Prepared], *,
-                   isolated: bool) -> list[tuple[Outcome, str | None]]:
-        """Apply new messages in order: runs of common ones in bulk, the rest one by one."""
+    @staticmethod
+    def _eligible(p: _Prepared) -> bool:
+        return p.command is not None and batch_apply.eligible(p.command)
+
+    def _apply_all(self, session: Session, todo: list[_Prepared], *, isolated: bool,
+                   preloaded: tuple[batch_apply.BatchApplier, batch_apply.Reads] | None
+                   ) -> tuple[list[tuple[Outcome, str | None]], batch_apply.BatchApplier | None]:
+        """Apply new messages in order: runs of common ones in bulk, the rest one by one.
+
+        Returns the outcomes and, if the batch ends with a bulk run, its applier with the
+        writes still to send (so that they share a round trip with the log rows).
+        """
         if isolated or not self._bulk:
-            return [self._apply(session, p, isolated=isolated) for p in todo]
+            return [self._apply(session, p, isolated=isolated) for p in todo], None
         results: list[tuple[Outcome, str | None]] = []
         index = 0
+        pending = None
         while index < len(todo):
             run = []
-            while index < len(todo):
-                command = todo[index].command
-                if command is None or not batch_apply.eligible(command):
-                    break
+            while index < len(todo) and self._eligible(todo[index]):
                 run.append(todo[index])
                 index += 1
             if run:
-                results.extend(self._apply_run(session, run))
+                # The look-ups sent with the duplicate check still hold for the first run:
+                # nothing was written before it.
+                fresh = preloaded if not results else None
+                applier, answers = self._apply_run(session, run, fresh)
+                results.extend(answers)
+                if index == len(todo):
+                    pending = applier
+                else:
+                    self._check_claims(applier, applier.write())
             if index < len(todo):
                 results.append(self._apply(session, todo[index], isolated=False))
                 index += 1
-        return results
+        return results, pending
 
-    def _apply_run(self, session: Session, run: list[_Prepared]
-                   ) -> list[tuple[Outcome, str | None]]:
-        commands = [p.command for p in run]
-        applier = batch_apply.BatchApplier(session.connection(), self._policy)
-        try:
-            errors = applier.apply(commands)  # type: ignore[arg-type]
-        except batch_apply.ClaimLost as exc:
-            raise _NeedsIsolation from exc
+    def _apply_run(self, session: Session, run: list[_Prepared],
+                   preloaded: tuple[batch_apply.BatchApplier, batch_apply.Reads] | None
+                   ) -> tuple[batch_apply.BatchApplier, list[tuple[Outcome, str | None]]]:
+        commands: list[batch_apply.Command] = [p.command for p in run]  # type: ignore[misc]
+        if preloaded is None:
+            applier = batch_apply.BatchApplier(session.connection(), self._policy)
+            reads = applier.send_reads(commands)
+        else:
+            applier, reads = preloaded
+        applier.load(reads)
+        errors = applier.apply(commands)
         results = []
         for p, error in zip(run, errors, strict=True):
             if error is not None and not isinstance(error, BridgeError):
                 raise _NeedsIsolation from error  # a bug: let the isolated path report it
             results.append((self._answer(p, error), _accession_of(p.command)))
-        return results
+        return applier, results
+
+    @staticmethod
+    def _check_claims(applier: batch_apply.BatchApplier, claims: list[object]) -> None:
+        try:
+            applier.check_claims(claims)
+        except batch_apply.ClaimLost as exc:
+            raise _NeedsIsolation from exc
 
     def _apply(self, session: Session, p: _Prepared, *,
                isolated: bool = True) -> tuple[Outcome, str | None]:
@@ -321,24 +400,32 @@ class HL7Ingest:
                          error=error)
 
     # -- the log ----------------------------------------------------------------------------
-    def _stored_acks(self, session: Session, keys: list[MessageKey]) -> dict[MessageKey, Outcome]:
-        """Stored answers for keys seen before. Grouped by sender so that each query is an
-        index seek (sender = ?, facility = ?, control_id IN ...); a row-value IN would make
-        SQLite scan the whole log."""
-        found: dict[MessageKey, Outcome] = {}
-        conn = session.connection()
+    @staticmethod
+    def _send_stored_acks(conn: Connection, keys: list[MessageKey]
+                          ) -> list[tuple[str, str, object]]:
+        """Look up stored answers for keys seen before, one query per sender (an index seek
+        on (sender, facility, control_id)); read them with :meth:`_read_stored_acks`."""
         by_sender: dict[tuple[str, str], set[str]] = {}
         for app, facility, control_id in keys:
             by_sender.setdefault((app, facility), set()).add(control_id)
+        sent = []
         for (app, facility), control_ids in by_sender.items():
             ids = sorted(control_ids)
-            for start in range(0, len(ids), 500):
-                rows = conn.execute(_STORED_ACKS, {"app": app, "fac": facility,
-                                                   "ids": ids[start:start + 500]})
-                for r in rows:
-                    found[(app, facility, r.control_id)] = Outcome(
-                        r.accept_ack, r.ack, r.status, r.ack_code or "", r.error,
-                        r.error_location, charset=r.charset or "utf-8")
+            for start in range(0, len(ids), _IDS_PER_QUERY):
+                sent.append((app, facility, _STORED_ACKS.send(
+                    conn, app=app, fac=facility, ids=ids[start:start + _IDS_PER_QUERY])))
+        return sent
+
+    @staticmethod
+    def _read_stored_acks(conn: Connection, sent: list[tuple[str, str, object]]
+                          ) -> dict[MessageKey, Outcome]:
+        found: dict[MessageKey, Outcome] = {}
+        for app, facility, cursor in sent:
+            for (control_id, accept_ack, ack, status, ack_code, error, error_location,
+                 charset) in _STORED_ACKS.rows(conn, cursor):
+                found[(app, facility, control_id)] = Outcome(
+                    accept_ack, ack, status, ack_code or "", error, error_location,
+                    charset=charset or "utf-8")
         return found
 
     def _log_row(self, p: _Prepared, outcome: Outcome) -> dict[str, object]:
@@ -388,6 +475,35 @@ class HL7Ingest:
         log.info("hl7 message reprocessed", extra={"message_id": message_id,
                                                     "ack_code": outcome.ack_code})
         return outcome
+
+
+class _HeldConnection:
+    """The batch writer's own connection, kept between batches.
+
+    Batches come one after another from one thread; taking a connection from the pool for
+    each cost as much as a statement (on PostgreSQL the pool's pre-ping is a round trip).
+    A connection that failed is dropped and a new one taken.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._conn: Connection | None = None
+        #: Held by the batch using the connection.
+        self.lock = threading.RLock()
+
+    def get(self) -> Connection:
+        conn = self._conn
+        if conn is None or conn.closed or conn.invalidated:
+            if conn is not None:
+                conn.close()
+            conn = self._conn = self._engine.connect()
+        return conn
+
+    def close(self) -> None:
+        with self.lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
 
 
 def _accession_of(command: Command | None) -> str | None:
