@@ -45,7 +45,8 @@ class Bridge:
         self.metrics = CollectorRegistry()
         #: One store for C-STORE and STOW-RS: their objects share group commits.
         self.archive = ArchiveStore(settings, self.sessions)
-        self.background = Background.build(settings, self.sessions, self.metrics)
+        self.background = Background.build(settings, self.sessions, self.metrics,
+                                           archive=self.archive)
         self.dicom: DicomServer | None = None
         self.http: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
@@ -68,7 +69,8 @@ class Bridge:
                          metrics_registry=self.metrics,
                          study_hooks=self.background.study_hooks,
                          delete_hooks=self.background.delete_hooks,
-                         notify_trigger=self.background.notify_trigger)
+                         notify_trigger=self.background.notify_trigger,
+                         storage=self.background.storage)
         config = uvicorn.Config(app, host=s.bind, port=s.http_port, log_config=None,
                                 access_log=False, lifespan="off")
         self.http = uvicorn.Server(config)
@@ -93,6 +95,7 @@ class Bridge:
             with suppress(Exception):
                 await self._http_task
         await self.writer.stop()
+        self.ingest.close()  # the HL7 writer's held connection
         self.engine.dispose()
         log.info("bridge stopped")
 

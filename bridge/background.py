@@ -29,9 +29,16 @@ from bridge.jobs.worker import Handler, JobWorker
 from bridge.mapping.fhir_imaging_study import FhirNaming
 from bridge.mapping.fhir_tables import load_fhir_tables
 from bridge.mapping.reconcile_policy import load_reconcile_policy
-from bridge.services import fhir_publish, forwarding
+from bridge.services import compression, fhir_publish, forwarding
+from bridge.services.archive_admin import LONGTERM_DELETE_QUEUE
+from bridge.services.archive_store import ArchiveStore
 from bridge.services.registry_sync import IMPORT_QUEUE, RegistryImportHandler
 from bridge.services.study_stability import StudyHook
+from bridge.storage import longterm_delete
+from bridge.storage.longterm_delete import LongtermDeleteHandler
+from bridge.storage.maintenance import schedule_storage_maintenance
+from bridge.storage.migration import LongtermMigration, schedule_longterm_migration
+from bridge.storage.ops import StorageOps, build_storage_ops
 
 log = logging.getLogger("bridge")
 
@@ -48,11 +55,17 @@ class Background:
     workers: list[JobWorker] = field(default_factory=list)
     registry: RegistryPoller | None = None
     publisher: fhir_publish.PublishHandler | None = None
+    compressor: compression.Compressor | None = None
+    longterm: LongtermMigration | None = None
+    storage: StorageOps | None = None
+    archive: ArchiveStore | None = None
 
     @classmethod
     def build(cls, settings: Settings, sessions: sessionmaker[Session],
-              metrics: CollectorRegistry) -> Background:
-        background = cls(settings, sessions, metrics)
+              metrics: CollectorRegistry, *, archive: ArchiveStore | None = None) -> Background:
+        """``archive``: the application's one archive store (watched folders share its
+        group commits with C-STORE and STOW-RS)."""
+        background = cls(settings, sessions, metrics, archive=archive)
         background._build()
         return background
 
@@ -64,6 +77,11 @@ class Background:
         handlers: dict[str, Handler] = {
             forwarding.FORWARD_QUEUE: forwarding.ForwardHandler(s, self.sessions)}
         policies = {forwarding.FORWARD_QUEUE: forwarding.retry_policy(s)}
+        # A deleted study's long-term copies (queued in the deleting transaction).
+        handlers[LONGTERM_DELETE_QUEUE] = LongtermDeleteHandler(s, self.sessions)
+        policies[LONGTERM_DELETE_QUEUE] = longterm_delete.RETRY_POLICY
+        self.compressor = compression.wire_ingest(s, self.sessions, self.metrics, hooks,
+                                                   handlers)
         self.registry = schedule_registry_pull(self.scheduler, s, self.sessions,
                                                metrics_registry=self.metrics)
         if self.registry is not None:
@@ -94,6 +112,18 @@ class Background:
                 self.wake()
 
         every(self.scheduler, s.worker_poll_seconds, sweep, "study-watch")
+        from bridge.services.legacy_import import schedule_legacy_import
+
+        # Watched folders and scheduled pulls of legacy modalities (none configured: no job).
+        schedule_legacy_import(self.scheduler, s, self.sessions, self.archive)
+        self.longterm = schedule_longterm_migration(self.scheduler, s, self.sessions, self.metrics)
+        if self.longterm is not None and self.compressor is not None:
+            # "At migration" compression rules run just before a study's copies are made.
+            self.longterm.before_copy.append(self.compressor.compress_study_for_migration)
+        # Operators' storage actions share the scheduled migration (one run at a time);
+        # cleanup runs on its crontab, usage is sampled for the history.
+        self.storage = build_storage_ops(s, self.sessions, migration=self.longterm)
+        schedule_storage_maintenance(self.scheduler, self.storage)
 
     def _forward_hook(self, session: Session, study_id: int) -> None:
         forwarding.enqueue_forwards(session, study_id=study_id, settings=self.settings)

@@ -13,6 +13,8 @@ from rich.progress import Progress
 from rich.table import Table
 
 from bridge import __version__
+from bridge.cli_import import import_command
+from bridge.cli_storage import storage_app
 from bridge.config import ConfigError, Settings, load_settings
 
 app = typer.Typer(help="bridge: HL7 v2 / FHIR ↔ DICOM integration engine.",
@@ -23,6 +25,8 @@ hl7_app = typer.Typer(help="HL7 v2 tools.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(worklist_app, name="worklist")
 app.add_typer(hl7_app, name="hl7")
+app.add_typer(storage_app, name="storage")
+app.command("import")(import_command)
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="TOML settings file (keys as in README).")

@@ -18,6 +18,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from bridge.import_sources import ImportSource, check_unique_names
+
 ENV_PREFIX = "BRIDGE_"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -138,7 +140,9 @@ class Settings(BaseSettings):
     longterm_delay_seconds: float = Field(default=86400.0, ge=0)
     #: How often the migration job looks for studies due for their long-term copy.
     longterm_poll_seconds: float = Field(default=60.0, gt=0)
-    #: When online cleanup runs (crontab, five fields, local time of the server).
+    #: Files copied (uploaded and read back) at once by the migration.
+    longterm_workers: int = Field(default=8, ge=1, le=64)
+    #: When online cleanup runs (crontab, five fields, in ``local_timezone``).
     cleanup_schedule: str = "0 3 * * *"
     #: Online copies go this many days after their long-term copy was verified (None: never).
     cleanup_after_days: float | None = Field(default=30.0, ge=0)
@@ -156,10 +160,34 @@ class Settings(BaseSettings):
     retention_days_by_modality: dict[str, int] = Field(default_factory=dict)
     #: A study held only in long-term storage is copied back online when it is retrieved.
     recall_on_retrieve: bool = True
+    #: How often usage per tier and modality is sampled for the history (seconds).
+    storage_sample_seconds: float = Field(default=3600.0, ge=10)
 
     # Lossless compression (block owned by the compression module)
+    #: Compress stored objects losslessly as the rules file says (False: never).
+    compression_enabled: bool = True
+    #: The rules (default: ``<mappings_dir>/storage/compression.yaml``).
+    compression_rules: Path | None = None
+    #: A compressed object's original file stays this long after the index points at the
+    #: new one, so a retrieve that already looked up the old path still finds it.
+    compression_keep_original_seconds: float = Field(default=3600.0, ge=0)
+    #: Objects whose pixel data is larger are left as they are (memory: encoding holds the
+    #: original, the compressed and the decoded pixels at once).
+    compression_max_pixel_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
 
     # Legacy modality import (block owned by the import module)
+    #: Folders legacy modalities export into (see ``bridge.import_sources.ImportSource``).
+    import_sources: tuple[ImportSource, ...] = ()
+    #: Transliteration system for sources with ``transliterate``: Ukrainian KMU 55 or
+    #: Russian ICAO.
+    import_translit_language: Literal["uk", "ru"] = "uk"
+    #: Files handed to the archive at once by one import run (their commits are shared).
+    import_workers: int = Field(default=4, ge=1, le=32)
+
+    @field_validator("import_sources")
+    @classmethod
+    def _import_sources(cls, value: tuple[ImportSource, ...]) -> tuple[ImportSource, ...]:
+        return check_unique_names(value)
 
     @field_validator("ae_title")
     @classmethod

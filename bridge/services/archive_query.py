@@ -136,6 +136,8 @@ class StoredInstance:
     size: int
     source_charset: str | None
     calling_ae: str
+    #: The file's checksum (reads check the copy they use against it).
+    sha256: str = ""
 
 
 # --- the public searches -------------------------------------------------------------------
@@ -297,6 +299,7 @@ def instances_for_retrieve(session: Session, keys: RetrieveKeys) -> list[StoredI
     stmt = select(
         _I.c.id, _I.c.study_id, _I.c.sop_class_uid, _I.c.sop_instance_uid,
         _I.c.transfer_syntax_uid, _I.c.path, _I.c.size, _I.c.source_charset, _I.c.calling_ae,
+        _I.c.sha256,
     ).order_by(_I.c.study_id, _I.c.series_id, _I.c.instance_number, _I.c.id)
     if keys.level == Level.PATIENT:
         if not keys.patient_id:
@@ -607,5 +610,6 @@ def _stored(row: AnyRow) -> StoredInstance:
         size=row.size,
         source_charset=row.source_charset,
         calling_ae=row.calling_ae,
+        sha256=row.sha256,
     )
 

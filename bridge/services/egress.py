@@ -210,11 +210,13 @@ def egress_dataset(
     subject: SubjectValues | None,
     *,
     now: datetime | None = None,
+    local: Path | None = None,
 ) -> Dataset:
     """The whole stored object with the MIS values applied, ``file_meta`` as stored (its
     transfer syntax is the file's), for pynetdicom's C-STORE sub-operations and forwarding.
-    An object nothing changes is returned as read (its elements still raw)."""
-    dataset = dcmread(archive_root / instance.path)
+    An object nothing changes is returned as read (its elements still raw). ``local`` is
+    the checked copy to read (:mod:`bridge.storage.reader`); default: the online file."""
+    dataset = dcmread(local or archive_root / instance.path)
     apply_mis_values(dataset, instance, subject, now)
     return dataset
 
@@ -226,6 +228,7 @@ def egress_stream(
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     now: datetime | None = None,
+    local: Path | None = None,
 ) -> EgressStream:
     """The stored object as a Part 10 file's bytes, with the MIS values applied.
 
@@ -233,9 +236,9 @@ def egress_stream(
     raises here, before a response has started); the bytes are read as the stream is
     consumed. Only the header is decoded: the rest is copied from the file from the pixel
     data's offset on. A deflated file is the exception: its header cannot be spliced, so a
-    changed one is read, patched and encoded whole.
+    changed one is read, patched and encoded whole. ``local``: as for :func:`egress_dataset`.
     """
-    path = archive_root / instance.path
+    path = local or archive_root / instance.path
     fp = path.open("rb")
     try:
         size = os.fstat(fp.fileno()).st_size

@@ -6,7 +6,8 @@ they share), they carry the current MIS values.
   pixel data lies in the file, read without loading it.
 - :func:`transcoded_object`: the object re-encoded in Explicit VR Little Endian, for a stored
   Implicit VR or Deflated Little Endian object when the client wants the default syntax
-  (lossless: the same values with their VRs written out). This reads one object into memory;
+  (lossless: the same values with their VRs written out), or for a compressed one, decoded.
+  This reads one object into memory;
   only one object at a time is ever held.
 - :func:`bulk_value_stream`: the bytes of an uncompressed little-endian pixel data value,
   streamed from the file.
@@ -37,6 +38,7 @@ from bridge.services.egress import (
     egress_dataset,
     encode_part10,
 )
+from bridge.services.transcode import decompressed
 
 #: Stored syntaxes that can be re-encoded as Explicit VR Little Endian without decoding
 #: pixel data (uncompressed, little endian).
@@ -74,9 +76,10 @@ class Header:
 
 
 def egress_header(archive_root: Path, instance: StoredObject, subject: SubjectValues | None,
-                  *, now: datetime | None = None) -> Header:
-    """The header with the MIS values applied (as :func:`egress_stream` would send it)."""
-    path = archive_root / instance.path
+                  *, now: datetime | None = None, local: Path | None = None) -> Header:
+    """The header with the MIS values applied (as :func:`egress_stream` would send it).
+    ``local``: the checked copy to read (:mod:`bridge.storage.reader`), else the online file."""
+    path = local or archive_root / instance.path
     with path.open("rb") as fp:
         dataset = dcmread(fp, stop_before_pixels=True)
         offset = fp.tell()
@@ -91,18 +94,20 @@ def egress_header(archive_root: Path, instance: StoredObject, subject: SubjectVa
 
 
 def transcoded_object(archive_root: Path, instance: StoredObject,
-                      subject: SubjectValues | None) -> bytes:
+                      subject: SubjectValues | None, *, local: Path | None = None) -> bytes:
     """The object with the MIS values applied, as a Part 10 file in Explicit VR Little
-    Endian (from Implicit VR or Deflated Little Endian)."""
-    dataset = egress_dataset(archive_root, instance, subject)
+    Endian (from Implicit VR or Deflated Little Endian, or decompressed from a compressed
+    syntax: :func:`bridge.services.transcode.decompressed`)."""
+    dataset = decompressed(egress_dataset(archive_root, instance, subject, local=local))
     dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     return encode_part10(dataset)
 
 
 def bulk_value_stream(archive_root: Path, instance: StoredObject, pixel: PixelElement,
-                      *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
+                      *, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                      local: Path | None = None) -> Iterator[bytes]:
     """The pixel data value's bytes from the file (uncompressed, little endian)."""
-    with (archive_root / instance.path).open("rb") as fp:
+    with (local or archive_root / instance.path).open("rb") as fp:
         fp.seek(pixel.offset)
         remaining = pixel.length
         while remaining > 0:

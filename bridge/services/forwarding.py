@@ -35,6 +35,8 @@ from bridge.jobs.queue import ClaimedJob, RetryPolicy
 from bridge.jobs.worker import Interrupted
 from bridge.mapping.dicom_patch import SubjectValues
 from bridge.services.egress import egress_dataset, load_subjects
+from bridge.services.transcode import fit_to_contexts
+from bridge.storage.reader import reader_for
 from bridge.store.archive_models import (
     ASSIGNED,
     MATCHED,
@@ -257,7 +259,11 @@ class ForwardHandler:
     def _store_one(self, assoc: Association, peer: DicomPeer, instance: Instance,
                    subject: SubjectValues, progress: _Progress) -> None:
         try:
-            dataset = egress_dataset(self.settings.archive_root, instance, subject)
+            # The nearest intact copy: a study held only in long-term storage is fetched
+            # (NoIntactCopy is a FileNotFoundError, an unreachable store an OSError).
+            local = reader_for(self.settings, self.session_factory).local_path(instance)
+            dataset = egress_dataset(self.settings.archive_root, instance, subject,
+                                     local=local)
         except FileNotFoundError:
             progress.permanent.append(f"instance {instance.id}: its file is missing")
             return
@@ -270,7 +276,8 @@ class ForwardHandler:
                                       f"({type(exc).__name__})")
             return
         try:
-            status = assoc.send_c_store(dataset)
+            # Decompressed when the peer refused the stored (compressed) syntax.
+            status = assoc.send_c_store(fit_to_contexts(dataset, assoc.accepted_contexts))
         except ValueError as exc:  # no accepted context for this SOP class / syntax
             progress.permanent.append(f"instance {instance.id}: {exc}")
             return
@@ -314,7 +321,8 @@ def _contexts(group: Sequence[Instance]) -> list[tuple[str, list[str]]]:
     """One presentation context per SOP class and stored transfer syntax: the stored syntax
     first, then explicit and implicit little endian (what every SCP accepts; pynetdicom
     converts uncompressed objects between them, and a peer that takes the stored syntax gets
-    the file's own encoding)."""
+    the file's own encoding; a compressed object is decompressed for a peer that chose an
+    uncompressed one)."""
     contexts: list[tuple[str, list[str]]] = []
     for sop_class, stored in _context_keys(group):
         syntaxes = [stored]

@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, exists, func, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.config import Settings
@@ -271,8 +271,11 @@ class OnlineCleanup:
     def _online_instances(self, session: Session, study_id: int) -> list[Any]:
         """The study's online instances, each with its verified long-term copy (or None).
         Locked on PostgreSQL so a recall or a late object cannot interleave."""
+        # The copy must hold the bytes the index now names: an instance compressed after its
+        # copy was made has a new checksum, and its old copy is re-made by the migration.
         verified = and_(C.c.instance_id == I.c.id, C.c.tier == LONGTERM,
-                        C.c.verified_at.is_not(None), C.c.failed_at.is_(None))
+                        C.c.verified_at.is_not(None), C.c.failed_at.is_(None),
+                        C.c.sha256 == I.c.sha256)
         session.execute(select(S.c.id).where(S.c.id == study_id).with_for_update())
         return list(session.execute(
             select(I.c.id, I.c.path, I.c.size, C.c.key.label("copy_key"),
@@ -301,14 +304,6 @@ class OnlineCleanup:
 def last_cleanup(session: Session) -> dict[str, object] | None:
     row = session.get(SyncState, LAST_CLEANUP)
     return json.loads(row.value) if row is not None and row.value else None
-
-
-def has_unverified_online(session: Session, study_id: int) -> bool:
-    """Whether any online instance of the study lacks a verified long-term copy."""
-    verified = exists().where(C.c.instance_id == I.c.id, C.c.tier == LONGTERM,
-                              C.c.verified_at.is_not(None), C.c.failed_at.is_(None))
-    return session.execute(select(exists().where(
-        I.c.study_id == study_id, I.c.online_removed_at.is_(None), ~verified))).scalar_one()
 
 
 def _unlink(path: Path) -> None:

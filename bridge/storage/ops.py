@@ -18,7 +18,7 @@ from bridge.errors import NotFound
 from bridge.storage.blobs import open_longterm_store
 from bridge.storage.cleanup import CleanupReport, CopyProbe, OnlineCleanup
 from bridge.storage.migration import LongtermMigration, MigrationReport
-from bridge.storage.reader import InstanceReader
+from bridge.storage.reader import reader_for
 from bridge.store.archive_models import Study
 
 
@@ -48,7 +48,7 @@ def build_storage_ops(settings: Settings, sessions: sessionmaker[Session], *,
         return StorageOps(settings, sessions)
     if migration is None:
         migration = LongtermMigration(settings, sessions, store)
-    reader = InstanceReader(settings, sessions, store)
+    reader = reader_for(settings, sessions)  # egress's reader: its metrics are served
 
     def migrate_now(every_stable: bool) -> MigrationReport:
         return migration.run_once(ignore_delay=every_stable)

@@ -485,9 +485,13 @@ def test_wado_transfer_syntax_negotiation(api: Api, tmp_path: Path) -> None:
     (headers, content), = split_multipart(as_stored)
     assert headers["content-type"].endswith(f"transfer-syntax={ImplicitVRLittleEndian}")
     assert dcmread(io.BytesIO(content)).file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
-    # A compressed object is not decompressed: the default syntax cannot be served.
-    assert study_default.status_code == 406
-    assert RLELossless in study_default.json()["detail"]
+    # A compressed object is decompressed for the default syntax (PS3.18: Explicit VR LE).
+    decompressed = {dcmread(io.BytesIO(c)).SOPInstanceUID: (h["content-type"], dcmread(
+        io.BytesIO(c))) for h, c in split_multipart(study_default)}
+    rle_type, rle_out = decompressed[rle_ds.SOPInstanceUID]
+    assert rle_type.endswith(f"transfer-syntax={ExplicitVRLittleEndian}")
+    assert rle_out.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert rle_out.PixelData == dcmread(native).PixelData
     syntaxes = {dcmread(io.BytesIO(c)).SOPInstanceUID: h["content-type"].rsplit("=", 1)[1]
                 for h, c in split_multipart(study_any)}
     assert syntaxes == {implicit.SOPInstanceUID: ImplicitVRLittleEndian,

@@ -154,6 +154,24 @@ def test_an_instance_without_a_verified_copy_keeps_its_whole_study(
         assert session.execute(select(func.count()).select_from(D)).scalar_one() == 0
 
 
+def test_a_copy_of_an_older_representation_does_not_count(
+        tmp_path: Path, database_url: str, sessions: sessionmaker[Session]) -> None:
+    """An instance compressed after its copy was made names new bytes: its copy (of the
+    original encoding) is not a copy of what the index serves until the migration re-makes
+    it, so the online file stays."""
+    settings = tier_settings(tmp_path, database_url)
+    with sessions() as session:
+        study = stored_study(session, settings)
+        copy_to_longterm(session, settings, study, verified_days_ago=60)
+        session.execute(update(I).where(I.c.id == study.instances[0].pk).values(
+            sha256="0" * 64))
+        session.commit()
+
+    report = OnlineCleanup(settings, sessions).run()
+
+    assert report.removed == [] and all(online_files(study))
+
+
 def test_dry_run_lists_and_removes_nothing(tmp_path: Path, database_url: str,
                                            sessions: sessionmaker[Session]) -> None:
     settings = tier_settings(tmp_path, database_url)

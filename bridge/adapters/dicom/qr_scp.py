@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -61,6 +63,13 @@ from bridge.mapping.dicom_patch import SubjectValues
 from bridge.mapping.worklist_dataset import ResponseOptions
 from bridge.services.archive_query import StoredInstance, find, instances_for_retrieve
 from bridge.services.egress import egress_dataset, load_subjects
+from bridge.services.transcode import (
+    AcceptedContexts,
+    ContextSource,
+    can_decompress,
+    fit_to_contexts,
+)
+from bridge.storage.reader import reader_for
 from bridge.store.db import read_session
 
 logger = logging.getLogger("bridge.dicom")
@@ -204,9 +213,12 @@ def handle_move(event: Event, deps: QueryRetrieveDeps) -> Iterator[Any]:
         return
     logger.info("C-MOVE of %d objects to %s", len(matches.instances), destination,
                 extra=extra)
-    yield peer.host, peer.port, {"contexts": storage_contexts(matches.instances)}
+    # The destination's accepted contexts decide, per object, whether it is decompressed.
+    accepted = AcceptedContexts()
+    yield peer.host, peer.port, {"contexts": storage_contexts(matches.instances),
+                                 "evt_handlers": accepted.handlers}
     yield len(matches.instances)
-    yield from _sub_operations(event, deps, matches, "C-MOVE", extra)
+    yield from _sub_operations(event, deps, matches, "C-MOVE", extra, accepted)
 
 
 def handle_get(event: Event, deps: QueryRetrieveDeps) -> Iterator[Any]:
@@ -223,21 +235,24 @@ def handle_get(event: Event, deps: QueryRetrieveDeps) -> Iterator[Any]:
         return
     logger.info("C-GET of %d objects", len(matches.instances), extra=extra)
     yield len(matches.instances)
-    yield from _sub_operations(event, deps, matches, "C-GET", extra)
+    yield from _sub_operations(event, deps, matches, "C-GET", extra,
+                               lambda: event.assoc.accepted_contexts)
 
 
 def storage_contexts(instances: list[StoredInstance]) -> list[PresentationContext]:
     """Contexts to propose to a C-MOVE destination: per SOP class one for the uncompressed
-    syntaxes (pynetdicom converts between them) and one per compressed syntax stored, since a
-    compressed object can only be sent as it is. Beyond 128 the rest are left out; their
-    objects then fail as sub-operations, counted and listed."""
+    syntaxes (pynetdicom converts between them) and one per compressed syntax stored. A
+    compressed object goes as it is where its syntax is accepted, else decompressed over the
+    uncompressed context (:func:`bridge.services.transcode.fit_to_contexts`). Beyond 128 the
+    rest are left out; their objects then fail as sub-operations, counted and listed."""
     syntaxes: dict[str, dict[str, None]] = {}
     for instance in instances:
         syntaxes.setdefault(instance.sop_class_uid, {})[instance.transfer_syntax_uid] = None
     contexts: list[PresentationContext] = []
     for sop_class, stored in syntaxes.items():
         native = [ts for ts in stored if ts in _NATIVE]
-        if native:
+        # Compressed objects go out decompressed to a destination refusing their syntax.
+        if native or any(can_decompress(ts) for ts in stored):
             contexts.append(build_context(
                 sop_class, [*_UNCOMPRESSED, *(ts for ts in native if ts not in _UNCOMPRESSED)]))
         contexts.extend(build_context(sop_class, ts) for ts in stored if ts not in _NATIVE)
@@ -263,27 +278,34 @@ def _sub_operations(
     matches: _Matches,
     what: str,
     extra: dict[str, str | None],
+    contexts: ContextSource,
 ) -> Iterator[StoreResult]:
-    """One object at a time: read and patched only when pynetdicom asks for it."""
-    for done, instance in enumerate(matches.instances):
+    """One object at a time: read and patched only when pynetdicom asks for it, from the
+    nearest intact copy (:mod:`bridge.storage.reader`), fetched a few objects ahead."""
+    fetched = reader_for(deps.settings, deps.session_factory).local_paths(matches.instances)
+    for done, (instance, local) in enumerate(fetched):
         if event.is_cancelled:
+            fetched.close()
             logger.info("%s cancelled after %d of %d objects", what, done,
                         len(matches.instances), extra=extra)
             yield CANCELLED, None
             return
-        yield PENDING, _outgoing(deps, instance, matches.subjects.get(instance.study_pk),
-                                 what, extra)
+        yield PENDING, fit_to_contexts(
+            _outgoing(deps, instance, local, matches.subjects.get(instance.study_pk), what,
+                      extra), contexts())
 
 
 def _outgoing(
     deps: QueryRetrieveDeps,
     instance: StoredInstance,
+    local: Future[Path],
     subject: SubjectValues | None,
     what: str,
     extra: dict[str, str | None],
 ) -> Dataset:
     try:
-        return egress_dataset(deps.settings.archive_root, instance, subject)
+        return egress_dataset(deps.settings.archive_root, instance, subject,
+                              local=local.result())
     except Exception:
         logger.exception("%s: stored object %s cannot be read", what, instance.path,
                          extra=extra)

@@ -8,9 +8,10 @@ starts; then objects stream one after the other from disk, never a whole study i
 
 A retrieve answers in the transfer syntax asked for: the stored one for
 ``transfer-syntax=*`` or when it is the one named; Explicit VR Little Endian by default,
-re-encoded from Implicit VR or Deflated Little Endian when stored so. Compressed (or big
-endian) objects are not decompressed: asking for them in another syntax is a 406 that names
-the stored syntaxes.
+re-encoded from Implicit VR or Deflated Little Endian when stored so, and decompressed
+(one object at a time, :mod:`bridge.services.transcode`) when stored compressed, e.g. by the
+archive's lossless compression. Other conversions (to a compressed syntax, from big endian)
+are not made: asking for them is a 406 that names the stored syntaxes.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from bridge.adapters.http.dicomweb_common import (
     wanted_dicom_syntaxes,
 )
 from bridge.adapters.http.dicomweb_multipart import PART_END, closing, new_boundary, part_head
-from bridge.errors import BridgeError, NotFound
+from bridge.errors import BridgeError, NotFound, Transient
 from bridge.mapping.archive_query import Level, RetrieveKeys
 from bridge.mapping.dicom_json import BULK_DATA_VRS, dataset_json, is_pixel_tag, tag_key
 from bridge.mapping.dicom_patch import SubjectValues
@@ -54,6 +55,8 @@ from bridge.services.egress_parts import (
     egress_header,
     transcoded_object,
 )
+from bridge.services.transcode import can_decompress
+from bridge.storage.reader import LongtermUnreachable, reader_for
 from bridge.store.db import read_session
 
 log = logging.getLogger("bridge.http")
@@ -68,6 +71,8 @@ class _Planned:
     subject: SubjectValues | None
     #: The syntax the object is sent in (its stored one, or Explicit VR Little Endian).
     syntax: str
+    #: Its checked local copy (:mod:`bridge.storage.reader`).
+    local: Path
 
 
 # --- retrieve ------------------------------------------------------------------------------
@@ -92,9 +97,9 @@ def retrieve_instance(study: str, series: str, instance: str, request: Request,
 
 def _retrieve(keys: RetrieveKeys, request: Request, context: ContextDep) -> StreamingResponse:
     wanted = wanted_dicom_syntaxes(request.headers.get("accept"))
-    instances, subjects = _found(keys, context)
-    planned = [_Planned(i, subjects.get(i.study_pk), _syntax_for(i, wanted, instances))
-               for i in instances]
+    instances, subjects, paths = _found(keys, context)
+    planned = [_Planned(i, subjects.get(i.study_pk), _syntax_for(i, wanted, instances), local)
+               for i, local in zip(instances, paths, strict=True)]
     boundary = new_boundary()
     log.info("WADO-RS retrieve: %d objects", len(planned))
     return StreamingResponse(
@@ -109,7 +114,8 @@ def _syntax_for(instance: StoredInstance, wanted: Sequence[str],
     for syntax in wanted:
         if syntax in (ANY_SYNTAX, stored):
             return stored
-        if syntax == DEFAULT_SYNTAX and stored in CONVERTIBLE_TO_DEFAULT:
+        if syntax == DEFAULT_SYNTAX and (stored in CONVERTIBLE_TO_DEFAULT
+                                         or can_decompress(stored)):
             return DEFAULT_SYNTAX
     held = ", ".join(sorted({i.transfer_syntax_uid for i in every}))
     raise not_acceptable(
@@ -121,11 +127,11 @@ def _objects(root: Path, planned: Sequence[_Planned], boundary: str) -> Iterator
     for item in planned:
         content_type = f"{DICOM}; transfer-syntax={item.syntax}"
         if item.syntax != item.instance.transfer_syntax_uid:
-            data = transcoded_object(root, item.instance, item.subject)
+            data = transcoded_object(root, item.instance, item.subject, local=item.local)
             yield part_head(boundary, content_type, len(data))
             yield data
         else:
-            with egress_stream(root, item.instance, item.subject) as stream:
+            with egress_stream(root, item.instance, item.subject, local=item.local) as stream:
                 yield part_head(boundary, content_type, stream.size)
                 yield from stream
         yield PART_END
@@ -154,22 +160,23 @@ def instance_metadata(study: str, series: str, instance: str, request: Request,
 
 def _metadata(keys: RetrieveKeys, request: Request, context: ContextDep) -> StreamingResponse:
     require_json_accepted(request.headers.get("accept"))
-    instances, subjects = _found(keys, context)
+    # Headers only: a present online file is not hashed whole for them.
+    instances, subjects, paths = _found(keys, context, verify_online=False)
     base = studies_url(request)
     log.info("WADO-RS metadata: %d objects", len(instances))
     return StreamingResponse(
-        _metadata_documents(context.settings.archive_root, instances, subjects, base),
+        _metadata_documents(context.settings.archive_root, instances, paths, subjects, base),
         media_type=DICOM_JSON,
     )
 
 
-def _metadata_documents(root: Path, instances: Sequence[StoredInstance],
+def _metadata_documents(root: Path, instances: Sequence[StoredInstance], paths: Sequence[Path],
                         subjects: dict[int, SubjectValues | None], base: str
                         ) -> Iterator[bytes]:
     """A JSON array, one header at a time."""
     yield b"["
-    for index, instance in enumerate(instances):
-        header = egress_header(root, instance, subjects.get(instance.study_pk))
+    for index, (instance, local) in enumerate(zip(instances, paths, strict=True)):
+        header = egress_header(root, instance, subjects.get(instance.study_pk), local=local)
         ds = header.dataset
         url = instance_url(base, str(ds.get("StudyInstanceUID", "")),
                            str(ds.get("SeriesInstanceUID", "")), instance.sop_instance_uid)
@@ -193,11 +200,11 @@ def bulk_data(study: str, series: str, instance: str, tag: str, request: Request
         wanted_tag = -1
     if wanted_tag < 0:
         raise NotFound("no such bulk data", location="tag")
-    found, subjects = _found(_instance_keys(study, series, instance), context)
-    stored = found[0]
+    found, subjects, paths = _found(_instance_keys(study, series, instance), context)
+    stored, local = found[0], paths[0]
     subject = subjects.get(stored.study_pk)
     root = context.settings.archive_root
-    header = egress_header(root, stored, subject)
+    header = egress_header(root, stored, subject, local=local)
     boundary = new_boundary()
     media_type = f'{MULTIPART_RELATED}; type="{OCTET_STREAM}"; boundary={boundary}'
     if is_pixel_tag(wanted_tag):
@@ -212,7 +219,7 @@ def bulk_data(study: str, series: str, instance: str, tag: str, request: Request
 
         def pixel_parts() -> Iterator[bytes]:
             yield part_head(boundary, OCTET_STREAM, pixel.length)
-            yield from bulk_value_stream(root, stored, pixel)
+            yield from bulk_value_stream(root, stored, pixel, local=local)
             yield PART_END + closing(boundary)
 
         return StreamingResponse(pixel_parts(), media_type=media_type)
@@ -246,20 +253,27 @@ def _instance_keys(study: str, series: str, instance: str) -> RetrieveKeys:
                         sop_instance_uids=(check_uid(instance, "instance"),))
 
 
-def _found(keys: RetrieveKeys, context: ContextDep
-           ) -> tuple[list[StoredInstance], dict[int, SubjectValues | None]]:
-    """The stored instances ``keys`` name and the MIS values of their studies, read in a
-    session closed before anything streams; 404 when none, 500 when a file is gone (an
-    archive fault that must not surface as a truncated multipart body)."""
+def _found(keys: RetrieveKeys, context: ContextDep, *, verify_online: bool = True
+           ) -> tuple[list[StoredInstance], dict[int, SubjectValues | None], list[Path]]:
+    """The stored instances ``keys`` name, the MIS values of their studies, and each one's
+    checked local copy (the online file, or fetched from the long-term tier), read before
+    anything streams; 404 when none, 500 when no intact copy is left, 503 when only the
+    unreachable long-term store has it (faults that must not surface as a truncated
+    multipart body)."""
     with read_session(context.session_factory) as session:
         instances = instances_for_retrieve(session, keys)
         subjects = load_subjects(session, {i.study_pk for i in instances})
     if not instances:
         level = {Level.STUDY: "study", Level.SERIES: "series"}.get(keys.level, "instance")
         raise NotFound(f"no such {level} in the archive", location=level)
-    root = context.settings.archive_root
-    missing = [i.pk for i in instances if not (root / i.path).is_file()]
-    if missing:
-        log.error("WADO-RS: stored files missing for instances %s", missing[:20])
-        raise BridgeError("a stored file of the requested objects is missing from the archive")
-    return instances, subjects
+    reader = reader_for(context.settings, context.session_factory)
+    try:
+        paths = reader.all_local_paths(instances, verify_online=verify_online)
+    except LongtermUnreachable:
+        raise Transient("the requested objects are in long-term storage, which cannot be "
+                        "reached now; try again later") from None
+    except OSError as exc:  # NoIntactCopy, an unreadable file
+        log.error("WADO-RS: no intact copy of a requested object (%s)", type(exc).__name__)
+        raise BridgeError("a stored file of the requested objects is missing from the "
+                          "archive") from None
+    return instances, subjects, paths

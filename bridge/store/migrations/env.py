@@ -7,6 +7,7 @@ from alembic import context
 from bridge.store import (
     archive_models,  # noqa: F401  (registers the archive tables)
     fhir_models,  # noqa: F401  (registers the FHIR tables)
+    import_models,  # noqa: F401  (registers the legacy import list)
     storage_models,  # noqa: F401  (registers the storage tier tables)
 )
 from bridge.store.models import Base
