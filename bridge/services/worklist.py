@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Select, and_, or_, select
+from sqlalchemy import ColumnElement, Connection, Row, Select, and_, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from bridge.domain import CLOSED_STATUSES
@@ -66,14 +66,35 @@ _COLUMNS = (
 )
 
 
+#: What every worklist query selects, built once (Select is immutable: ``where`` copies it).
+_BASE: Select[*tuple[Any, ...]] = (
+    select(*_COLUMNS)
+    .select_from(ProcedureStep)
+    .join(Order, Order.id == ProcedureStep.order_id)
+    .join(Patient, Patient.id == Order.patient_id)
+    .where(ProcedureStep.status.not_in(sorted(CLOSED_STATUSES)))
+)
+_ORDER = (ProcedureStep.start_date, ProcedureStep.start_time, ProcedureStep.id)
+#: Rows are read by column name only: SQLAlchemy need not re-key a cached statement's result
+#: map by the new statement's column objects (what the ORM turns off the same way; an
+#: unknown option would be ignored, costing only the time).
+_BY_NAME = {"_result_disable_adapt_to_context": True}
+
+
 def find_worklist(
     session: Session, query: WorklistQuery, *, limit: int | None = None
 ) -> Iterator[WorklistItem]:
-    """The open worklist items matching ``query``, ordered by scheduled start."""
-    sqlite = session.get_bind().dialect.name == "sqlite"
-    result = session.execute(worklist_statement(query, limit=limit, binary_collation=sqlite))
+    """The open worklist items matching ``query``, ordered by scheduled start.
+
+    The statements select columns, not entities, so they run on the session's connection
+    (SQLAlchemy Core), with :data:`_BY_NAME`: 0.3-0.6 ms less per query than the ORM's
+    execution path, which gives nothing here."""
+    conn = session.connection()
+    sqlite = conn.dialect.name == "sqlite"
+    stmt = worklist_statement(query, limit=limit, binary_collation=sqlite)
+    result = conn.execute(stmt, execution_options=_BY_NAME)
     for page in result.partitions(PAGE_SIZE):
-        yield from _items(session, page)
+        yield from _items(conn, page)
 
 
 def worklist_statement(
@@ -83,13 +104,7 @@ def worklist_statement(
 
     ``binary_collation``: text compares byte-wise (SQLite), so a wild card name prefix can
     become an index range."""
-    stmt: Select[*tuple[Any, ...]] = (
-        select(*_COLUMNS)
-        .select_from(ProcedureStep)
-        .join(Order, Order.id == ProcedureStep.order_id)
-        .join(Patient, Patient.id == Order.patient_id)
-        .where(ProcedureStep.status.not_in(sorted(CLOSED_STATUSES)))
-    )
+    stmt = _BASE
     conditions = [
         _text(ProcedureStep.station_ae, query.station_ae),
         _text(ProcedureStep.modality, query.modality),
@@ -102,8 +117,7 @@ def worklist_statement(
         _patient_ids(query),
         *_schedule(query),
     ]
-    stmt = stmt.where(*(c for c in conditions if c is not None))
-    stmt = stmt.order_by(ProcedureStep.start_date, ProcedureStep.start_time, ProcedureStep.id)
+    stmt = stmt.where(*(c for c in conditions if c is not None)).order_by(*_ORDER)
     if limit is not None:
         stmt = stmt.limit(limit)
     return stmt
@@ -214,11 +228,11 @@ def _combined(date: Range, time: Range) -> list[ColumnElement[bool]]:
     return conditions
 
 
-def _items(session: Session, rows: Sequence[Row[Any]]) -> Iterator[WorklistItem]:
-    survivors = _survivors(session, {r.patient_pk for r in rows if r.merged_into_id})
+def _items(conn: Connection, rows: Sequence[Row[Any]]) -> Iterator[WorklistItem]:
+    survivors = _survivors(conn, {r.patient_pk for r in rows if r.merged_into_id})
     display = {r.patient_pk: survivors.get(r.patient_pk, r.patient_pk) for r in rows}
-    demographics = _demographics(session, set(survivors.values()))
-    identifiers = _identifiers(session, set(display.values()))
+    demographics = _demographics(conn, set(survivors.values()))
+    identifiers = _identifiers(conn, set(display.values()))
     for row in rows:
         patient_pk = display[row.patient_pk]
         name, birth_date, sex = demographics.get(
@@ -268,27 +282,33 @@ def _items(session: Session, rows: Sequence[Row[Any]]) -> Iterator[WorklistItem]
         )
 
 
-def _identifiers(session: Session, patient_pks: set[int]) -> dict[int, list[OtherId]]:
+#: Built once, with the patients as one expanding parameter: SQLAlchemy then reuses its
+#: compiled form without building, keying and adapting a new statement (0.3 ms instead of
+#: 0.7 ms for a page of 33 patients, measured at 100,000 steps).
+_IDENTIFIERS = (
+    select(
+        PatientIdentifier.patient_id,
+        PatientIdentifier.value,
+        PatientIdentifier.issuer,
+        PatientIdentifier.id_type,
+    )
+    .where(PatientIdentifier.patient_id.in_(bindparam("patient_pks", expanding=True)))
+    .order_by(PatientIdentifier.patient_id, PatientIdentifier.position)
+)
+
+
+def _identifiers(conn: Connection, patient_pks: set[int]) -> dict[int, list[OtherId]]:
     """All identifiers of the page's patients in one query; position 0 comes first."""
     found: dict[int, list[OtherId]] = {}
     if not patient_pks:
         return found
-    stmt = (
-        select(
-            PatientIdentifier.patient_id,
-            PatientIdentifier.value,
-            PatientIdentifier.issuer,
-            PatientIdentifier.id_type,
-        )
-        .where(PatientIdentifier.patient_id.in_(patient_pks))
-        .order_by(PatientIdentifier.patient_id, PatientIdentifier.position)
-    )
-    for patient_pk, value, issuer, id_type in session.execute(stmt):
+    rows = conn.execute(_IDENTIFIERS, {"patient_pks": sorted(patient_pks)})
+    for patient_pk, value, issuer, id_type in rows:
         found.setdefault(patient_pk, []).append(OtherId(value, issuer or "", id_type or ""))
     return found
 
 
-def _survivors(session: Session, merged: set[int]) -> dict[int, int]:
+def _survivors(conn: Connection, merged: set[int]) -> dict[int, int]:
     """Merged-away patient → the patient it finally ended in (only for orders not moved)."""
     if not merged:
         return {}
@@ -298,7 +318,7 @@ def _survivors(session: Session, merged: set[int]) -> dict[int, int]:
         stmt = select(Patient.id, Patient.merged_into_id).where(
             Patient.id.in_(current), Patient.merged_into_id.is_not(None)
         )
-        step = {pk: into for pk, into in session.execute(stmt) if into is not None}
+        step = {pk: into for pk, into in conn.execute(stmt) if into is not None}
         if not step:
             break
         target = {pk: step.get(at, at) for pk, at in target.items()}
@@ -306,7 +326,7 @@ def _survivors(session: Session, merged: set[int]) -> dict[int, int]:
 
 
 def _demographics(
-    session: Session, patient_pks: Iterable[int]
+    conn: Connection, patient_pks: Iterable[int]
 ) -> dict[int, tuple[str, str | None, str | None]]:
     pks = set(patient_pks)
     if not pks:
@@ -314,7 +334,7 @@ def _demographics(
     stmt = select(Patient.id, Patient.name, Patient.birth_date, Patient.sex).where(
         Patient.id.in_(pks)
     )
-    return {pk: (name, birth, sex) for pk, name, birth, sex in session.execute(stmt)}
+    return {pk: (name, birth, sex) for pk, name, birth, sex in conn.execute(stmt)}
 
 
 def _codes(raw: Any) -> tuple[Code, ...]:

@@ -7,12 +7,19 @@ from pathlib import Path
 
 import pytest
 from pydicom.dataset import Dataset
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+)
 from pynetdicom import AE
 from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from bridge.adapters.dicom import find_transport
 from bridge.config import DicomPeer, Settings
-from bridge.store.models import Patient
+from bridge.store.models import Order, Patient, ProcedureStep
 from tests.dicom_harness import StartServer, c_find, c_find_cancelled, dicom_servers, findscu
 from tests.worklist_factories import BulkPlan, add_patient, bulk_schedule, schedule
 
@@ -224,11 +231,149 @@ def test_strict_peers_reject_an_unknown_calling_ae(start_server: StartServer) ->
 
 def test_c_cancel_stops_the_results(start_server: StartServer,
                                     session_factory: sessionmaker[Session]) -> None:
+    """Cancelled after the first response of 3,000: Pending responses already on their way
+    may follow, then Cancel; never all of them, never Success. (The responses are written
+    in batches, fast: with a few hundred matches the cancel could come after the last.)"""
     with session_factory.begin() as s:
-        bulk_schedule(s.connection(), BulkPlan(steps=400, stations=1, days=1))
+        bulk_schedule(s.connection(), BulkPlan(steps=3000, stations=1, days=1))
     port = start_server().port
     first, rest = c_find_cancelled(port, query({"ScheduledStationAETitle": "STATION00"}), MWL,
                                    "MODALITY")
     assert first == 0xFF00
     assert rest[-1] == 0xFE00
-    assert len(rest) < 400
+    assert set(rest[:-1]) <= {0xFF00}
+    assert len(rest) < 3000
+
+
+# --- Many responses: written in batches straight to the socket (find_transport) -----------
+
+MANY = 300
+
+
+@pytest.fixture
+def many(session_factory: sessionmaker[Session]) -> list[str]:
+    """MANY open steps on one station and day; their accessions in scheduled order."""
+    with session_factory.begin() as s:
+        bulk_schedule(s.connection(), BulkPlan(steps=MANY, stations=1, days=1,
+                                               first_id=10_000))
+    with session_factory() as s:
+        rows = s.execute(select(Order.accession).join(ProcedureStep)
+                         .order_by(ProcedureStep.start_date, ProcedureStep.start_time,
+                                   ProcedureStep.id)).scalars().all()
+    return [str(accession) for accession in rows]
+
+
+def station_query() -> Dataset:
+    ds = query({"ScheduledStationAETitle": "STATION00"})
+    ds.StudyInstanceUID = ""
+    ds.ScheduledProcedureStepSequence[0].ScheduledProtocolCodeSequence = []
+    return ds
+
+
+def check_many(results: list[Dataset], expected: list[str]) -> None:
+    """Complete (every key, every item) and in the scheduled order."""
+    assert [str(ds.AccessionNumber) for ds in results] == expected
+    for ds in results:
+        n = int(str(ds.AccessionNumber)[1:])
+        assert str(ds.PatientName) == f"Patient{n}^Test"
+        assert ds.StudyInstanceUID == f"1.2.826.0.1.3680043.10.1137.8.{n}"
+        [sps] = ds.ScheduledProcedureStepSequence
+        assert sps.ScheduledStationAETitle == "STATION00"
+        [code] = sps.ScheduledProtocolCodeSequence
+        assert code.CodeValue == "P1"
+
+
+def test_many_responses_arrive_complete_and_in_order(start_server: StartServer,
+                                                     many: list[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    writes: list[int] = []
+    flush = find_transport.FindResponseStream.flush
+
+    def counted(stream: find_transport.FindResponseStream) -> None:
+        writes.append(stream.buffered)
+        flush(stream)
+
+    monkeypatch.setattr(find_transport.FindResponseStream, "flush", counted)
+    check_many(find(start_server().port, station_query()), many)
+    # Written by the batch writer: the first response alone, then growing batches.
+    assert writes[0] == 1
+    assert sum(writes) == MANY
+    assert len(writes) < MANY // 4
+
+
+@pytest.mark.parametrize("max_pdu", [0, 512, 128], ids=["unlimited", "512", "128"])
+def test_several_finds_on_one_association_whatever_the_maximum_pdu(
+        start_server: StartServer, many: list[str], max_pdu: int) -> None:
+    """A response larger than the SCU's maximum PDU length is fragmented; the next C-FIND
+    on the same association is answered after the previous one's final response."""
+    port = start_server().port
+    ae = AE(ae_title="MODALITY")
+    ae.maximum_pdu_size = max_pdu
+    ae.add_requested_context(MWL)
+    assoc = ae.associate("127.0.0.1", port, ae_title="BRIDGE")
+    assert assoc.is_established
+    try:
+        for msg_id in (1, 2, 3):
+            *pending, (final, _) = list(assoc.send_c_find(station_query(), MWL, msg_id=msg_id))
+            assert final.Status == 0x0000
+            assert all(status.Status == 0xFF00 for status, _ in pending)
+            check_many([ds for _, ds in pending], many)
+    finally:
+        assoc.release()
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ExplicitVRBigEndian,
+                                    DeflatedExplicitVRLittleEndian])
+def test_many_responses_in_every_transfer_syntax(start_server: StartServer, many: list[str],
+                                                 syntax: str) -> None:
+    port = start_server().port
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(MWL, [syntax])
+    assoc = ae.associate("127.0.0.1", port, ae_title="BRIDGE")
+    assert assoc.is_established
+    try:
+        *pending, (final, _) = list(assoc.send_c_find(station_query(), MWL))
+    finally:
+        assoc.release()
+    assert final.Status == 0x0000
+    check_many([ds for _, ds in pending], many)
+
+
+def test_findscu_gets_many_responses_in_order(start_server: StartServer, many: list[str],
+                                              tmp_path: Path) -> None:
+    results = findscu(start_server().port, "-W",
+                      ["PatientName", "AccessionNumber", "StudyInstanceUID",
+                       "ScheduledProcedureStepSequence[0].ScheduledStationAETitle=STATION00",
+                       "ScheduledProcedureStepSequence[0].ScheduledProtocolCodeSequence"],
+                      tmp_path / "rsp")
+    check_many(results, many)
+
+
+def test_pynetdicoms_own_response_path_still_answers(start_server: StartServer,
+                                                     many: list[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a pynetdicom version the direct writer was not verified against, responses go
+    through pynetdicom's DIMSE layer instead."""
+    monkeypatch.setattr(find_transport, "VERIFIED_PYNETDICOM", frozenset())
+    check_many(find(start_server().port, station_query()), many)
+
+
+
+def test_a_modality_gone_mid_stream_leaves_the_server_answering(
+        start_server: StartServer, session_factory: sessionmaker[Session]) -> None:
+    """Aborted (and its socket closed) after the first of 3,000 responses: the writer's
+    send fails or the association ends, and the next modality is answered as usual."""
+    with session_factory.begin() as s:
+        bulk_schedule(s.connection(), BulkPlan(steps=3000, stations=1, days=1))
+    port = start_server().port
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(MWL)
+    assoc = ae.associate("127.0.0.1", port, ae_title="BRIDGE")
+    assert assoc.is_established
+    responses = assoc.send_c_find(query({"ScheduledStationAETitle": "STATION00"}), MWL)
+    first, _ = next(responses)
+    assert first.Status == 0xFF00
+    assoc.abort()
+    status, results = c_find(port, query(PatientID="P0000007"), MWL, "MODALITY")
+    assert status == 0x0000
+    assert [str(ds.PatientID) for ds in results] == ["P0000007"]

@@ -48,8 +48,8 @@ from bridge.adapters.dicom.worklist_scp import (
     CANCELLED,
     PENDING,
     log_refusal,
-    paced_responses,
     refusal,
+    streamed_responses,
 )
 from bridge.config import DicomPeer, Settings
 from bridge.mapping.archive_dataset import ArchiveRecord, build_find_response
@@ -168,8 +168,8 @@ def _find_responses(
                              extra=extra)
             yield failure(exc, default_comment="archive query failed"), None
             return
-        now = yield from paced_responses(event, page, identifier, extra,
-                                         comment="query response failed", sent=sent)
+        now = yield from streamed_responses(event, page, identifier, extra,
+                                            comment="query response failed", sent=sent)
         if now is None:  # cancelled, or a response failed
             return
         sent = now

@@ -15,10 +15,12 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore
 from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.adapters.dicom.dimse_status import failure
+from bridge.adapters.dicom.find_transport import StreamClosed, open_stream
 from bridge.adapters.dicom.service import DicomService
 from bridge.config import Settings
 from bridge.errors import BridgeError
 from bridge.mapping.worklist_dataset import ResponseOptions, WorklistItem, build_identifier
+from bridge.mapping.worklist_encoder import response_encoder
 from bridge.mapping.worklist_query import WorklistQuery, parse_worklist_query
 from bridge.services.worklist import find_worklist
 from bridge.store.db import read_session
@@ -32,6 +34,10 @@ CANCELLED = 0xFE00
 #: memory, and a modality's C-CANCEL arrives after everything has been committed to send.
 PACING = 16
 SEND_WAIT_SECONDS = 2.0
+#: Pending responses in the first and (at most) in any later write of
+#: :func:`streamed_responses`; batches double in between.
+FIRST_BATCH = 1
+MAX_BATCH = 32
 
 FindResult = tuple[int | Dataset, Dataset | None]
 Match = TypeVar("Match")
@@ -82,14 +88,75 @@ def handle_find(event: Event, deps: WorklistDeps) -> Iterator[FindResult]:
     if query.ignored_keys:
         logger.debug("C-FIND keys not matched on: %s", ", ".join(query.ignored_keys), extra=extra)
 
-    def identifier(item: WorklistItem) -> Dataset:
-        built = build_identifier(item, query.return_keys, options)
-        logger.debug("C-FIND item %s", item.patient_name,
-                     extra={**extra, "accession": item.accession})
-        return built
+    if logger.isEnabledFor(logging.DEBUG):  # PHI: debug only
+        for item in items:
+            logger.debug("C-FIND item %s", item.patient_name,
+                         extra={**extra, "accession": item.accession})
 
-    yield from paced_responses(event, items, identifier, extra,
-                               comment="worklist response failed")
+    def identifier(item: WorklistItem) -> Dataset:
+        return build_identifier(item, query.return_keys, options)
+
+    syntax = event.context.transfer_syntax
+    encoder = None if syntax is None else response_encoder(
+        query.return_keys, options, implicit_vr=syntax.is_implicit_VR,
+        little_endian=syntax.is_little_endian, deflated=syntax.is_deflated)
+
+    yield from streamed_responses(event, items, identifier, extra,
+                                  comment="worklist response failed",
+                                  encoded=None if encoder is None else encoder.encode)
+
+
+def streamed_responses(
+    event: Event,
+    matches: Iterable[Match],
+    identifier: Callable[[Match], Dataset],
+    extra: dict[str, str | None],
+    *,
+    comment: str,
+    sent: int = 0,
+    encoded: Callable[[Match], bytes | None] | None = None,
+) -> Generator[FindResult, None, int | None]:
+    """:func:`paced_responses`' contract, with the pending responses written in batches
+    by :mod:`bridge.adapters.dicom.find_transport` instead of one by one through
+    pynetdicom; only a Cancel or failure status is yielded (pynetdicom sends the final
+    Success when the handler returns). Falls back to :func:`paced_responses` when that
+    path is unavailable. ``encoded`` may give a match's identifier already encoded in the
+    context's transfer syntax (None: ``identifier`` builds it and pydicom encodes it).
+
+    Batches grow 1, 2, 4 ... :data:`MAX_BATCH` responses: the first match leaves at once
+    (the peer starts decoding while the rest is built), later ones in few writes; a
+    C-CANCEL is looked at before every response.
+    """
+    stream = open_stream(event)
+    if stream is None:
+        return (yield from paced_responses(event, matches, identifier, extra,
+                                           comment=comment, sent=sent))
+    batch = FIRST_BATCH
+    try:
+        for match in matches:
+            if event.is_cancelled:
+                stream.discard()
+                logger.info("C-FIND cancelled after %d responses", sent + stream.sent,
+                            extra=extra)
+                yield CANCELLED, None
+                return None
+            try:
+                data = None if encoded is None else encoded(match)
+                stream.add(identifier(match) if data is None else data)
+            except Exception as exc:
+                logger.exception("C-FIND response failed", extra=extra)
+                stream.flush()
+                yield failure(exc, default_comment=comment), None
+                return None
+            if stream.buffered >= batch:
+                stream.flush()
+                batch = min(batch * 2, MAX_BATCH)
+        stream.flush()
+    except StreamClosed as exc:
+        logger.warning("C-FIND responses not delivered, connection closed: %s", exc,
+                       extra=extra)
+        return None
+    return sent + stream.sent
 
 
 def paced_responses(
