@@ -14,7 +14,14 @@ Receivers, in one run, each in its own process and with its own empty storage:
 Each receiver first takes a warm-up study, then one study per association count
 (``--associations 1,4``: N storescu processes, each sending its share over one association).
 After every send the receiver is asked what it stored (index rows and files for the bridge,
-files for the bare SCP, the REST API for Orthanc): a run that lost objects says so.
+files for the bare SCP, the REST API for Orthanc): a run that lost objects says so. Besides
+the wall-clock rates, the receiving process's CPU time per object (user + system, from
+/proc) is shown: on a shared machine it varies much less than the rates do.
+
+Same conditions for the pynetdicom receivers: storescu sends P-DATA PDUs of at most 128 KiB
+(DCMTK's own send limit) whether the receiver announces 1 MiB (the bridge) or no limit (the
+bare SCP), so both receive the same PDUs; both set TCP_NODELAY; the bridge logs at WARNING
+(its per-object INFO line costs about 25 µs).
 
     python bench/store_ingest.py --count 200 [--associations 1,4] [--repeat 1] [--postgres]
 """
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -46,6 +54,7 @@ from bench._common import (
 from bench._dicom_data import (
     StudyFiles,
     bare_scp,
+    pid_listening_on,
     schedule_order,
     storescu_send,
     write_ct_study,
@@ -83,6 +92,12 @@ class Row:
     seconds: float
     stored: int
     note: str
+    #: CPU time (user + system) of the receiving process during the send; None if unknown.
+    cpu_seconds: float | None = None
+
+    @property
+    def cpu_ms_per_object(self) -> float | None:
+        return None if self.cpu_seconds is None else self.cpu_seconds * 1000 / self.objects
 
     @property
     def per_second(self) -> float:
@@ -153,19 +168,41 @@ def orthanc_receiver(workdir: Path) -> Iterator[Receiver]:
 def measure(receiver: Receiver, warm_up: StudyFiles,
             studies: list[tuple[int, StudyFiles]], log: Callable[[str], None]) -> list[Row]:
     rows = []
+    try:
+        pid: int | None = pid_listening_on(receiver.port)
+    except LookupError:
+        pid = None
     for run, (associations, study) in enumerate([(1, warm_up), *studies]):
         receiver.prepare(study, f"{run:03d}{study.accession[-6:]}")
+        cpu_before = _cpu_seconds(pid)
         sent = storescu_send(receiver.port, receiver.called_ae, study.files, associations)
+        cpu_after = _cpu_seconds(pid)
+        cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
         stored, note = receiver.verify(study)
         if sent.problems:
             note += "; " + "; ".join(sent.problems)
         row = Row(receiver.label, associations, study.count, study.total_bytes / 1e6,
-                  sent.seconds, stored, note)
+                  sent.seconds, stored, note, cpu)
         log(f"{receiver.label:32} {associations} assoc: {row.per_second:7.1f} obj/s, "
-            f"{stored}/{study.count} stored ({note})")
+            f"CPU {_ms(row.cpu_ms_per_object)} ms/obj, {stored}/{study.count} stored ({note})")
         if run > 0:
             rows.append(row)
     return rows
+
+
+def _cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time of process ``pid`` (all its threads, ended ones included)."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def run(args: argparse.Namespace, log: Callable[[str], None]) -> list[Row]:
@@ -261,7 +298,8 @@ def _ratio(row: Row, ref: Row | None) -> float | None:
 def print_table(rows: list[Row], summary: list[dict[str, object]]) -> None:
     by_key = {(r.target, r.associations): r for r in rows}
     header = (f"{'receiver':28} {'assoc':>5} {'objects':>7} {'MB':>7} {'seconds':>8} "
-              f"{'obj/s':>7} {'MB/s':>7} {'stored':>14} {'vs bare':>8} {'vs Orthanc':>10}")
+              f"{'obj/s':>7} {'MB/s':>7} {'CPU ms/obj':>10} {'stored':>14} {'vs bare':>8} "
+              f"{'vs Orthanc':>10}")
     print_header(header)
     for row in sorted(rows, key=lambda r: (r.associations, r.target)):
         ratios = []
@@ -272,7 +310,7 @@ def print_table(rows: list[Row], summary: list[dict[str, object]]) -> None:
         stored = f"{row.stored}/{row.objects}" + ("" if row.stored == row.objects else " LOST")
         print(f"{row.target:28} {row.associations:>5} {row.objects:>7} {row.megabytes:>7.1f} "
               f"{row.seconds:>8.2f} {row.per_second:>7.1f} {row.mb_per_second:>7.1f} "
-              f"{stored:>14} {ratios[0]:>8} {ratios[1]:>10}")
+              f"{_ms(row.cpu_ms_per_object):>10} {stored:>14} {ratios[0]:>8} {ratios[1]:>10}")
     notes = {f"{r.target}, {r.associations} assoc": r.note for r in rows}
     print()
     for key, note in notes.items():
@@ -298,7 +336,8 @@ def main() -> int:
     summary = checks(rows)
     if args.json:
         print(json.dumps({"rows": [{**asdict(r), "per_second": round(r.per_second, 1),
-                                    "mb_per_second": round(r.mb_per_second, 1)} for r in rows],
+                                    "mb_per_second": round(r.mb_per_second, 1),
+                                    "cpu_ms_per_object": r.cpu_ms_per_object} for r in rows],
                           "checks": summary}, indent=2))
     else:
         print_table(rows, summary)

@@ -56,6 +56,7 @@ class Bridge:
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(upgrade, self.engine)
+        await asyncio.to_thread(self.archive.sweep_incoming)
         self.writer.start()
         self.mllp_port = await self.mllp.start(s.bind, s.mllp_port)
         self.dicom = start_dicom_server(

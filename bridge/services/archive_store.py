@@ -1,10 +1,12 @@
 """Taking in one received object: check it, reconcile its study, keep the file, index it.
 
 Order of work, so that nothing is ever half-kept: the file is parsed (a bad one is refused
-before anything is written), placed at its archive path and fsync'ed, then the index rows are
-committed in one transaction; only then does the caller answer success. If the transaction
-fails, the placed file is removed. A crash between the two leaves at worst a file without a
-row, never a row without a file.
+before anything is written) and placed at its archive path, then its index rows are written
+in a transaction that commits only once the file is durable at its name; only then does the
+caller answer success. The waits overlap: the file's data fsync and its hash start in threads
+as soon as it arrives, its directory's fsync as soon as it is placed (``FileSyncer``). If the
+transaction fails, the placed file is removed. A crash before the commit leaves at worst a
+file without a row, never a row without a file.
 
 The file stays exactly as received. The MIS values (reconciliation) are recorded as links
 from the study to the patient and the order, applied when objects leave the bridge.
@@ -12,17 +14,19 @@ from the study to the patient and the order, applied when objects leave the brid
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from sqlalchemy import Connection, Engine, Row, bindparam, select, update
+from sqlalchemy import Connection, Engine, bindparam, select, update
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -33,8 +37,10 @@ from bridge.mapping.dicom_text import undeclared_codec
 from bridge.mapping.reconcile_policy import ReconcilePolicy, load_reconcile_policy
 from bridge.services.group_commit import GroupCommit
 from bridge.services.received_file import (
-    fsync_dir,
-    place_file,
+    FileSyncer,
+    Intake,
+    PendingSync,
+    move_into_place,
     read_received,
     remove_file,
     sha256_of,
@@ -70,10 +76,24 @@ _INSTANCE_BY_UID = select(I.c.id, I.c.path, I.c.size, I.c.study_id).where(
 # anyway, and deciding on the row as read before the lock would miss a sweep that marked it
 # stable meanwhile (the late object would not re-open it) or a delete under way.
 _STUDY_BY_UID = select(S.c.id, S.c.state, S.c.reconciliation, S.c.source_patient_id,
-                       S.c.source_issuer, S.c.modalities).where(
+                       S.c.source_issuer, S.c.modalities, S.c.longterm_at,
+                       S.c.online_removed_at).where(
     S.c.study_instance_uid == bindparam("uid")).with_for_update()
 _SERIES_BY_UID = select(SE.c.id, SE.c.study_id).where(
     SE.c.series_instance_uid == bindparam("uid"))
+# The common case in one statement instead of three: the study (locked as above), with the
+# series and a stored instance of the object's UIDs when there are. Only the study row is
+# locked; the others are only ever inserted by the store itself, and a race with another
+# process inserting them ends on a unique key and a retry, as it did with three statements.
+_KNOWN_STUDY = select(
+    *_STUDY_BY_UID.selected_columns,
+    SE.c.id.label("series_id"), SE.c.study_id.label("series_study_id"),
+    I.c.id.label("old_id"), I.c.path.label("old_path"), I.c.size.label("old_size"),
+    I.c.study_id.label("old_study_id"),
+).select_from(
+    S.outerjoin(SE, SE.c.series_instance_uid == bindparam("series_uid"))
+    .outerjoin(I, I.c.sop_instance_uid == bindparam("sop_uid"))
+).where(S.c.study_instance_uid == bindparam("uid")).with_for_update(of=S)
 _INSERT_INSTANCE = I.insert()
 _COUNT_SERIES_INSTANCE = update(SE).where(SE.c.id == bindparam("series")).values(
     num_instances=SE.c.num_instances + 1)
@@ -81,6 +101,19 @@ _COUNT_STUDY_INSTANCE = update(S).where(S.c.id == bindparam("study")).values(
     num_instances=S.c.num_instances + bindparam("counted"),
     size_bytes=S.c.size_bytes + bindparam("delta"),
     last_received_at=bindparam("now"), updated_at=bindparam("now"))
+_NEW_INSTANCE_VALUES = ("series_id", "study_id", "sop_instance_uid", "sop_class_uid",
+                        "instance_number", "path", "size", "sha256", "transfer_syntax_uid",
+                        "source_charset", "calling_ae", "received_at", "online_removed_at")
+# PostgreSQL: the new instance and both counts in one statement (data-modifying CTEs), one
+# round trip instead of three; SQLite runs in-process, where the three cost less than this.
+# The instance's values are bound as "new_<column>": an UPDATE given a parameter named like
+# one of its table's columns would also SET that column.
+_NEW_INSTANCE_COUNTED = select(
+    I.insert().values({name: bindparam(f"new_{name}", type_=I.c[name].type)
+                       for name in _NEW_INSTANCE_VALUES}).returning(I.c.id).cte("new_instance")
+    .c.id,
+).add_cte(_COUNT_SERIES_INSTANCE.cte("counted_series"),
+          _COUNT_STUDY_INSTANCE.cte("counted_study"))
 
 
 class DuplicateInstance(Conflict):
@@ -124,6 +157,9 @@ class _Placed:
     relative: str
     size: int
     sha256: str
+    #: The file's fsyncs, under way: waited for just before the commit of its rows (none:
+    #: the file was made durable otherwise).
+    synced: PendingSync = field(default_factory=PendingSync)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +171,16 @@ class _IndexJob:
 
 
 _Indexed = tuple[Stored, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Old:
+    """The instance row stored already under the object's SOP Instance UID."""
+
+    id: int
+    path: str
+    size: int
+    study_id: int
 
 
 class ArchiveStore:
@@ -151,17 +197,26 @@ class ArchiveStore:
             _sqlite_writer_lock(str(self.engine.url)) if self.engine.dialect.name == "sqlite"
             else nullcontext())
         self._commits: GroupCommit[_IndexJob, _Indexed] = GroupCommit(self._index_batch)
+        self._one_statement_insert = self.engine.dialect.name == "postgresql"
         self.root = settings.archive_root
+        self._syncer = FileSyncer(self.root)
         self.policy = policy or load_reconcile_policy(settings.mappings_dir)
 
     def accept(self, arrival: Arrival) -> Stored:
+        # The data fsync and the hash run while the file is parsed (see FileSyncer); a file
+        # to be copied (not ours to move) is fsync'ed as the copy instead.
+        intake: Intake | None
+        try:
+            intake = self._syncer.start(arrival.path, sync=arrival.disposable)
+        except OSError:
+            intake = None  # unreadable: read_received refuses it with the reason
         header, transfer_syntax = read_received(arrival.path)
         peer = self.settings.peer(arrival.calling_ae)
         codec = undeclared_codec(header, peer.charset if peer else None)
         values = read_index_values(header, transfer_syntax_uid=transfer_syntax, codec=codec)
         # Duplicates are rare: the file is placed first and dropped again when the index
         # says the object is known, instead of asking the database twice for every object.
-        placed = self._place(arrival, values)
+        placed = self._place(arrival, values, intake)
         try:
             stored, replaced_path = self._commits.submit(
                 _IndexJob(values, placed, codec, arrival.calling_ae))
@@ -182,6 +237,25 @@ class ArchiveStore:
         logger.debug("stored %s from %s (%s)", values.sop_instance_uid, arrival.calling_ae,
                      stored.reconciliation)
         return stored
+
+    def sweep_incoming(self, *, older_than_seconds: float = 3600.0) -> int:
+        """Remove temporary files left in ``.incoming`` by receptions that never ended (a
+        crash mid-transfer): nothing was acknowledged for them, and none is named by the
+        index. Only files untouched for ``older_than_seconds`` go (a transfer under way
+        writes to its file continually). How many were removed."""
+        incoming = self.root / ".incoming"
+        if not incoming.is_dir():
+            return 0
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        for path in incoming.iterdir():
+            with contextlib.suppress(OSError):
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+        if removed:
+            logger.info("removed %s abandoned temporary files from the archive", removed)
+        return removed
 
     def _indexed_at(self, sop_instance_uid: str, relative: str) -> bool | None:
         """Whether the index points to this file; None when the database cannot say."""
@@ -206,23 +280,34 @@ class ArchiveStore:
 
     # -- the file ---------------------------------------------------------------------------
 
-    def _place(self, arrival: Arrival, values: IndexValues) -> _Placed:
+    def _place(self, arrival: Arrival, values: IndexValues,
+               intake: Intake | None = None) -> _Placed:
         relative = "/".join((
-            values.study_instance_uid[-2:].rjust(2, "0"), values.study_instance_uid,
+            # Two shard digits ("." as "0": a UID ending in ".5" would name a hidden folder).
+            values.study_instance_uid[-2:].replace(".", "0").rjust(2, "0"),
+            values.study_instance_uid,
             values.series_instance_uid,
             f"{values.sop_instance_uid}.{secrets.token_hex(3)}.dcm"))
         target = self.root / relative
-        size = arrival.path.stat().st_size
-        digest = sha256_of(arrival.path)
-        # The directory is fsync'ed by the index batch, once for all its files.
-        place_file(arrival.path, target, move=arrival.disposable, sync_dir=False)
-        return _Placed(relative, size, digest)
+        renamed = move_into_place(arrival.path, target, move=arrival.disposable)
+        synced = self._syncer.placed(target, intake, renamed=renamed)
+        try:
+            digest = intake.digest.result() if intake is not None else sha256_of(target)
+            return _Placed(relative, target.stat().st_size, digest, synced)
+        except BaseException:
+            remove_file(target)
+            raise
 
     # -- the index ---------------------------------------------------------------------------
 
     def _index_batch(self, jobs: Sequence[_IndexJob]) -> list[_Indexed | BaseException]:
         """One transaction for the objects that arrived together, each in a savepoint so one
-        refused object does not fail the others; committed once."""
+        refused object does not fail the others; committed once. A batch of one (every
+        object while a single association stores) needs no savepoint: its failure rolls the
+        whole transaction back."""
+        if len(jobs) == 1:
+            job = jobs[0]
+            return [self._index_with_retry(job.values, job.placed, job.codec, job.calling_ae)]
         outcomes: list[_Indexed | BaseException | None] = []
         with self._writer, self.engine.begin() as conn:
             for job in jobs:
@@ -230,15 +315,12 @@ class ArchiveStore:
                     with conn.begin_nested():
                         outcomes.append(self._index(conn, job.values, job.placed, job.codec,
                                                     job.calling_ae))
+                        # The file is durable at its name before its rows can be.
+                        job.placed.synced.wait()
                 except IntegrityError:
                     outcomes.append(None)  # raced another process: run alone below
-                except (BridgeError, DataError) as exc:  # this object's own values
+                except (BridgeError, DataError, OSError) as exc:  # this object's own
                     outcomes.append(exc)
-            placed = {(self.root / job.placed.relative).parent
-                      for job, outcome in zip(jobs, outcomes, strict=True)
-                      if isinstance(outcome, tuple)}
-            for directory in placed:  # the files' names are durable before their rows
-                fsync_dir(directory)
         done: list[_Indexed | BaseException] = []
         for job, outcome in zip(jobs, outcomes, strict=True):
             if outcome is None:
@@ -260,7 +342,7 @@ class ArchiveStore:
             try:
                 with self._writer, self.engine.begin() as conn:
                     indexed = self._index(conn, values, placed, codec, calling_ae)
-                    fsync_dir((self.root / placed.relative).parent)
+                    placed.synced.wait()  # the file is durable at its name before its rows
                     return indexed
             except IntegrityError:
                 if attempt == _ATTEMPTS - 1:
@@ -271,17 +353,30 @@ class ArchiveStore:
                codec: str | None, calling_ae: str) -> tuple[Stored, str | None]:
         """The index rows for one object; also the path of a file it replaced."""
         now = utcnow()
-        old = conn.execute(_INSTANCE_BY_UID, {"uid": values.sop_instance_uid}).first()
+        study = conn.execute(_KNOWN_STUDY, {
+            "uid": values.study_instance_uid, "series_uid": values.series_instance_uid,
+            "sop_uid": values.sop_instance_uid}).first()
+        old: _Old | None
+        known_series: tuple[int, int] | None = None
+        if study is None:  # a new study: the object may still be stored in another one
+            found = conn.execute(_INSTANCE_BY_UID, {"uid": values.sop_instance_uid}).first()
+            old = None if found is None else _Old(found.id, found.path, found.size,
+                                                  found.study_id)
+        else:
+            old = None if study.old_id is None else _Old(
+                study.old_id, study.old_path, study.old_size, study.old_study_id)
+            if study.series_id is not None:
+                known_series = (study.series_id, study.series_study_id)
         policy = self.settings.store_duplicate_policy
         if old is not None and policy != "replace":
             if policy == "reject":
                 raise DuplicateInstance("SOP Instance UID already stored",
                                         location="SOPInstanceUID")
-            reconciliation = conn.execute(select(S.c.reconciliation).where(
-                S.c.id == old.study_id)).scalar_one()
+            reconciliation = study.reconciliation if (
+                study is not None and study.id == old.study_id) else conn.execute(
+                select(S.c.reconciliation).where(S.c.id == old.study_id)).scalar_one()
             return Stored(int(old.study_id), int(old.id), values.sop_instance_uid,
                           "duplicate", reconciliation), None
-        study = conn.execute(_STUDY_BY_UID, {"uid": values.study_instance_uid}).first()
         if study is None:
             study_id, reconciliation, modalities, state = self._new_study(conn, values, now)
         else:
@@ -289,11 +384,14 @@ class ArchiveStore:
                 study.id, study.reconciliation, study.modalities, study.state)
             if _other_patient(values, study.source_patient_id, study.source_issuer):
                 reconciliation = self._patient_conflict(conn, study_id)
-        series_id, new_series = self._series(conn, study_id, values)
+        series_id, new_series = (
+            self._series(conn, study_id, values) if study is None or known_series is None
+            else (self._known_series(study_id, *known_series), False))
         file_values = {"path": placed.relative, "size": placed.size, "sha256": placed.sha256,
                        "transfer_syntax_uid": values.transfer_syntax_uid,
                        "source_charset": codec, "calling_ae": calling_ae[:16],
-                       "received_at": now}
+                       # A replaced instance's new file is online again.
+                       "received_at": now, "online_removed_at": None}
         replaced_path: str | None = None
         outcome: Literal["stored", "duplicate", "replaced"]
         if old is not None:  # the replace policy
@@ -301,23 +399,35 @@ class ArchiveStore:
             instance_id, counted = int(old.id), 0
             replaced_path = str(old.path)
         else:
-            instance_id = conn.execute(_INSERT_INSTANCE, {
-                "series_id": series_id, "study_id": study_id,
-                "sop_instance_uid": values.sop_instance_uid,
-                "sop_class_uid": values.sop_class_uid,
-                "instance_number": values.instance_number, **file_values,
-            }).inserted_primary_key[0]  # type: ignore[index]
             outcome, counted = "stored", 1
-            conn.execute(_COUNT_SERIES_INSTANCE, {"series": series_id})
-        conn.execute(_COUNT_STUDY_INSTANCE, {
-            "study": study_id, "counted": counted, "now": now,
-            "delta": placed.size - (old.size if old is not None else 0)})
+        counts = {"study": study_id, "counted": counted, "now": now,
+                  "delta": placed.size - (old.size if old is not None else 0)}
+        if old is None:
+            new_row = {"series_id": series_id, "study_id": study_id,
+                       "sop_instance_uid": values.sop_instance_uid,
+                       "sop_class_uid": values.sop_class_uid,
+                       "instance_number": values.instance_number, **file_values}
+            if self._one_statement_insert:
+                instance_id = conn.execute(_NEW_INSTANCE_COUNTED, {
+                    **{f"new_{name}": value for name, value in new_row.items()}, **counts,
+                    "series": series_id}).scalar_one()
+            else:
+                instance_id = conn.execute(_INSERT_INSTANCE, new_row).inserted_primary_key[0]  # type: ignore[index]
+                conn.execute(_COUNT_SERIES_INSTANCE, {"series": series_id})
+                conn.execute(_COUNT_STUDY_INSTANCE, counts)
+        else:
+            conn.execute(_COUNT_STUDY_INSTANCE, counts)
         study_update: dict[str, object] = {}
         if new_series:
             study_update["num_series"] = S.c.num_series + 1
             if values.modality and values.modality not in modalities.split("\\"):
                 study_update["modalities"] = "\\".join(
                     m for m in (*modalities.split("\\"), values.modality) if m)[:64]
+        if study is not None and (study.longterm_at is not None
+                                  or study.online_removed_at is not None):
+            # A late (or replacing) object: the study is no longer whole in the long-term
+            # tier (the migration copies it again) nor wholly removed from the online one.
+            study_update.update(longterm_at=None, online_removed_at=None)
         if state == STABLE:  # a late object re-opens the study
             study_update.update(state=RECEIVING, stable_at=None)
             conn.execute(E.insert().values(study_id=study_id, kind="reopened", details={},
@@ -371,10 +481,7 @@ class ArchiveStore:
     def _series(self, conn: Connection, study_id: int, values: IndexValues) -> tuple[int, bool]:
         row = conn.execute(_SERIES_BY_UID, {"uid": values.series_instance_uid}).first()
         if row is not None:
-            if row.study_id != study_id:
-                raise Conflict("the series belongs to another study",
-                               location="SeriesInstanceUID")
-            return int(row.id), False
+            return self._known_series(study_id, row.id, row.study_id), False
         series_id = conn.execute(SE.insert().values(
             study_id=study_id, series_instance_uid=values.series_instance_uid,
             modality=values.modality, series_number=values.series_number,
@@ -382,7 +489,13 @@ class ArchiveStore:
             num_instances=0, created_at=utcnow())).inserted_primary_key[0]  # type: ignore[index]
         return int(series_id), True
 
-    def _replace(self, conn: Connection, old: Row[Any, Any, Any, Any], values: IndexValues,
+    @staticmethod
+    def _known_series(study_id: int, series_id: int, series_study_id: int) -> int:
+        if series_study_id != study_id:
+            raise Conflict("the series belongs to another study", location="SeriesInstanceUID")
+        return int(series_id)
+
+    def _replace(self, conn: Connection, old: _Old, values: IndexValues,
                  file_values: dict[str, object]) -> Literal["replaced"]:
         if old.study_id != conn.execute(select(S.c.id).where(
                 S.c.study_instance_uid == values.study_instance_uid)).scalar_one():

@@ -5,15 +5,29 @@ pynetdicom is told to receive data sets in chunks straight to a temporary file
 never decoded; the handler gives that file to :class:`~bridge.services.archive_store.ArchiveStore`,
 which answers only once the file and its index rows are committed. Any failure becomes a
 DIMSE failure status with an Error Comment (no patient data in it).
+
+The temporary file is created in the archive's own ``.incoming`` folder rather than the
+system's (often a tmpfs: a 1 GB object would sit in RAM, then be copied): on the archive's
+file system the store renames it into place, and its data fsync (started as soon as the
+handler has it) holds for the file at its archive name.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import tempfile
+from pathlib import Path
+from typing import IO, Any
 
 from pydicom.dataset import Dataset
-from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
+from pynetdicom import (
+    ALL_TRANSFER_SYNTAXES,
+    AllStoragePresentationContexts,
+    _config,
+    dimse_messages,
+    evt,
+)
 from pynetdicom.events import Event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -38,6 +52,7 @@ def storage_service(settings: Settings, session_factory: sessionmaker[Session], 
     # Process-wide in pynetdicom; the bridge never needs received data sets in memory.
     _config.STORE_RECV_CHUNKED_DATASET = True
     store = store or ArchiveStore(settings, session_factory)
+    receive_into(store.root / ".incoming")
     return DicomService(
         name="storage",
         sop_classes=STORAGE_SOP_CLASSES,
@@ -47,6 +62,29 @@ def storage_service(settings: Settings, session_factory: sessionmaker[Session], 
         # storage classes are offered with the SCU role too (SCP/SCU role selection).
         role_selection=True,
     )
+
+
+#: Where pynetdicom creates received data sets' temporary files (see the module).
+_incoming: list[Path] = []
+
+
+def receive_into(directory: Path) -> None:
+    """Have pynetdicom create its temporary files in ``directory`` (process-wide, as its
+    chunked mode is; the last storage service built wins)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    _incoming[:] = [directory]
+    # pynetdicom imports the function by name (``from tempfile import NamedTemporaryFile``);
+    # if a later version does not, nothing breaks: files go to the system's folder again.
+    if hasattr(dimse_messages, "NamedTemporaryFile"):
+        dimse_messages.NamedTemporaryFile = _temporary_file  # type: ignore[assignment]
+
+
+def _temporary_file(*args: Any, **kwargs: Any) -> IO[bytes]:
+    # A folder removed meanwhile (a test's archive): the system's, rather than a refused
+    # association.
+    if _incoming and _incoming[0].is_dir():
+        kwargs.setdefault("dir", _incoming[0])
+    return tempfile.NamedTemporaryFile(*args, **kwargs)
 
 
 def handle_store(event: Event, store: ArchiveStore) -> int | Dataset:
