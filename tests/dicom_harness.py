@@ -64,13 +64,36 @@ def c_find(port: int, identifier: Dataset, model: str, calling_ae: str
     return int(final.Status), [ds for _, ds in pending if ds is not None]
 
 
-def c_find_cancelled(port: int, identifier: Dataset, model: str, calling_ae: str
-                     ) -> tuple[int, list[int]]:
+def c_find_cancelled(port: int, identifier: Dataset, model: str, calling_ae: str,
+                     *, receive_buffer: int = 8192) -> tuple[int, list[int]]:
     """A C-FIND cancelled (C-CANCEL) as soon as its first response came: the first status
-    and the statuses of every response after it."""
+    and the statuses of every response after it.
+
+    The client's socket gets a small fixed receive buffer (``SO_RCVBUF``, which also stops
+    Linux from growing it): the server writes pending responses far faster than a client
+    reads them, and with the loopback's default buffers (up to 32 MB) it could put every
+    match on the wire before the cancel arrives. With a small window it must wait for the
+    client, as it would for a modality on a real network, and sees the cancel between its
+    writes. Only outgoing sockets are made by ``_create_socket``: a server in the same
+    process is unaffected."""
+    import socket
+
+    from pynetdicom.transport import AssociationSocket
+
+    original = AssociationSocket._create_socket
+
+    def small_window(self: AssociationSocket, address: Any) -> socket.socket:
+        sock = original(self, address)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        return sock
+
     ae = AE(ae_title=calling_ae)
     ae.add_requested_context(model)
-    assoc = ae.associate("127.0.0.1", port, ae_title="BRIDGE")
+    AssociationSocket._create_socket = small_window  # type: ignore[method-assign]
+    try:
+        assoc = ae.associate("127.0.0.1", port, ae_title="BRIDGE")
+    finally:
+        AssociationSocket._create_socket = original  # type: ignore[method-assign]
     assert assoc.is_established
     try:
         responses = assoc.send_c_find(identifier, model, msg_id=7)
