@@ -39,6 +39,11 @@ bench: $(STAMP) peers
 	$(BIN)/python bench/store_ingest.py --postgres
 	$(BIN)/python bench/store_memory.py --references
 	$(BIN)/python bench/index_growth.py --postgres
+	$(BIN)/python bench/fhir_intake.py
+	$(BIN)/python bench/fhir_publish.py
+	$(BIN)/python bench/compression.py
+	$(BIN)/python bench/storage_migration.py
+	$(BIN)/python bench/legacy_import.py
 
 lock:
 	rm -rf /tmp/bridge-lock && $(PYTHON) -m venv /tmp/bridge-lock
