@@ -19,6 +19,7 @@ from pydantic_settings import (
 )
 
 from bridge.import_sources import ImportSource, check_unique_names
+from bridge.settings_checks import valid_crontab
 
 ENV_PREFIX = "BRIDGE_"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -249,13 +250,7 @@ class Settings(BaseSettings):
     @field_validator("cleanup_schedule")
     @classmethod
     def _crontab(cls, value: str) -> str:
-        from apscheduler.triggers.cron import CronTrigger
-
-        try:
-            CronTrigger.from_crontab(value)
-        except ValueError as exc:
-            raise ValueError(f"not a crontab expression ({exc})") from exc
-        return value
+        return valid_crontab(value)
 
     @field_validator("uid_root")
     @classmethod

@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from bridge.settings_checks import valid_crontab
+
 
 class ImportSource(BaseModel):
     """A folder the bridge imports legacy modality files from.
@@ -48,13 +50,7 @@ class ImportSource(BaseModel):
     @field_validator("schedule")
     @classmethod
     def _crontab(cls, value: str) -> str:
-        from apscheduler.triggers.cron import CronTrigger
-
-        try:
-            CronTrigger.from_crontab(value)
-        except ValueError as exc:
-            raise ValueError(f"not a crontab expression ({exc})") from exc
-        return value
+        return valid_crontab(value)
 
     @model_validator(mode="after")
     def _absolute(self) -> ImportSource:

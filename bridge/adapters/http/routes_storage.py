@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from bridge.adapters.http.deps import AdminToken, ContextDep, SessionDep, ViewerToken, actor_of
 from bridge.adapters.http.schemas import ErrorBody
 from bridge.errors import Conflict
-from bridge.storage.cleanup import last_cleanup, measure_capacity
+from bridge.storage.cleanup import CleanupReport, last_cleanup, measure_capacity
 from bridge.storage.ops import StorageOps
 from bridge.storage.usage import (
     DeletionOut,
@@ -53,28 +53,6 @@ class StorageSummary(BaseModel):
     capacity: CapacityOut
     pending_migrations: PendingMigrations
     last_cleanup: dict[str, Any] | None
-
-
-class RemovalOut(BaseModel):
-    study_instance_uid: str
-    modalities: str
-    reason: str
-    instances: int
-    bytes: int
-
-
-class CleanupOut(BaseModel):
-    dry_run: bool
-    at: datetime
-    capacity_bytes: int
-    usage_before: int
-    usage_after: int
-    high_mark_bytes: int
-    low_mark_bytes: int
-    removed: list[RemovalOut]
-    kept: list[tuple[str, str]]
-    short_of_low_mark: bool
-    note: str
 
 
 class RecallOut(BaseModel):
@@ -130,17 +108,17 @@ def storage_deletions(
     return recent_deletions(session, limit=limit, offset=offset)
 
 
-@router.post("/cleanup", response_model=CleanupOut, responses=_ERRORS)
+# The service's dataclass is the response shape: one field list, not two to keep in step.
+@router.post("/cleanup", response_model=CleanupReport, responses=_ERRORS)
 def run_cleanup(context: ContextDep, token: AdminToken,
                 dry_run: Annotated[bool, Query(description="only list what would go")] = True
-                ) -> CleanupOut:
+                ) -> CleanupReport:
     """Run online cleanup now (time rule, then capacity). ``dry_run`` (the default) lists
     what would be removed and removes nothing."""
     report = _ops(context).cleanup(dry_run=dry_run, actor=actor_of(token))
     if not dry_run:
         log.info("cleanup run by operator", extra={"actor": actor_of(token)})
-    body = dataclasses.asdict(report)
-    return CleanupOut.model_validate(body)
+    return report
 
 
 @router.post("/migrate", responses=_ERRORS)
