@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -16,6 +16,10 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from bridge.config import Settings
+from bridge.errors import BridgeError
+
+if TYPE_CHECKING:  # imported when a command runs: ``bridge --help`` stays quick
+    from bridge.storage.ops import StorageOps
 
 storage_app = typer.Typer(help="Storage tiers: usage, cleanup, migration, recall.",
                           no_args_is_help=True)
@@ -36,7 +40,7 @@ def _human(size: int) -> str:
 
 
 @contextmanager
-def _ops(config: Path | None) -> Iterator[tuple[Settings, object]]:
+def _ops(config: Path | None) -> Iterator[tuple[Settings, StorageOps]]:
     from bridge.cli import _settings
     from bridge.storage.ops import build_storage_ops
     from bridge.store.db import make_engine, make_session_factory
@@ -51,6 +55,17 @@ def _ops(config: Path | None) -> Iterator[tuple[Settings, object]]:
         engine.dispose()
 
 
+T = TypeVar("T")
+
+
+def _needs_tier(operation: T | None) -> T:
+    """An operation that exists only with a long-term tier, or exit 2 saying so."""
+    if operation is None:
+        err.print("no long-term tier configured (BRIDGE_LONGTERM_URL)")
+        raise typer.Exit(2)
+    return operation
+
+
 @contextmanager
 def _spinner(text: str) -> Iterator[None]:
     with Progress(SpinnerColumn(), TextColumn(text), TimeElapsedColumn(), console=err,
@@ -63,16 +78,13 @@ def _spinner(text: str) -> Iterator[None]:
 def usage(config: ConfigOption = None) -> None:
     """Usage per tier and modality, capacity, pending migrations and the last cleanup."""
     from bridge.storage.cleanup import last_cleanup, measure_capacity
-    from bridge.storage.ops import StorageOps
     from bridge.storage.usage import current_usage, pending_migrations
 
-    with _ops(config) as (settings, ops):
-        assert isinstance(ops, StorageOps)
-        with ops.sessions() as session:
-            tiers = current_usage(session)
-            cap = measure_capacity(session, settings)
-            pending = pending_migrations(session, settings)
-            last = last_cleanup(session)
+    with _ops(config) as (settings, ops), ops.sessions() as session:
+        tiers = current_usage(session)
+        cap = measure_capacity(session, settings)
+        pending = pending_migrations(session, settings)
+        last = last_cleanup(session)
     table = Table("tier", "modality", "instances", "size")
     for row in tiers:
         table.add_row(row.tier, row.modality or "(all)", str(row.instances), _human(row.bytes))
@@ -96,12 +108,10 @@ def cleanup(
     config: ConfigOption = None,
 ) -> None:
     """Run online cleanup now: the time rule, then the capacity rule."""
-    from bridge.storage.ops import StorageOps
 
-    with _ops(config) as (_settings, ops):
-        assert isinstance(ops, StorageOps)
-        with _spinner("cleaning up" if not dry_run else "planning cleanup"):
-            report = ops.cleanup(dry_run=dry_run, actor="cli")
+    with _ops(config) as (_settings, ops), \
+            _spinner("cleaning up" if not dry_run else "planning cleanup"):
+        report = ops.cleanup(dry_run=dry_run, actor="cli")
     table = Table("study", "modalities", "reason", "instances", "size",
                   title="would be removed from the online tier" if dry_run
                   else "removed from the online tier")
@@ -129,15 +139,11 @@ def migrate(
     config: ConfigOption = None,
 ) -> None:
     """Copy every due study to the long-term tier now, verifying each copy."""
-    from bridge.storage.ops import StorageOps
 
     with _ops(config) as (_settings, ops):
-        assert isinstance(ops, StorageOps)
-        if ops.migrate_now is None:
-            err.print("no long-term tier configured (BRIDGE_LONGTERM_URL)")
-            raise typer.Exit(2)
+        migrate_now = _needs_tier(ops.migrate_now)
         with _spinner("copying to the long-term tier"):
-            report = ops.migrate_now(every_stable)
+            report = migrate_now(every_stable)
     out.print(report)
 
 
@@ -147,15 +153,15 @@ def recall(
     config: ConfigOption = None,
 ) -> None:
     """Copy a study held only in long-term storage back to the online tier."""
-    from bridge.storage.ops import StorageOps
 
     with _ops(config) as (_settings, ops):
-        assert isinstance(ops, StorageOps)
-        if ops.recall is None:
-            err.print("no long-term tier configured (BRIDGE_LONGTERM_URL)")
-            raise typer.Exit(2)
+        recall_study = _needs_tier(ops.recall)
         with _spinner("recalling"):
-            count = ops.recall(study_uid)
+            try:
+                count = recall_study(study_uid)
+            except BridgeError as exc:  # e.g. no such study: said, not a traceback
+                err.print(f"[red]{exc.message}[/red]")
+                raise typer.Exit(1) from None
     out.print(f"{study_uid}: {count} instances online")
 
 
@@ -167,13 +173,10 @@ def history(
     """Usage samples over time (tier totals)."""
     from datetime import UTC, datetime, timedelta
 
-    from bridge.storage.ops import StorageOps
     from bridge.storage.usage import history as usage_history
 
-    with _ops(config) as (_settings, ops):
-        assert isinstance(ops, StorageOps)
-        with ops.sessions() as session:
-            points = usage_history(session, since=datetime.now(UTC) - timedelta(days=days))
+    with _ops(config) as (_settings, ops), ops.sessions() as session:
+        points = usage_history(session, since=datetime.now(UTC) - timedelta(days=days))
     table = Table("at", "tier", "instances", "size")
     for p in points:
         table.add_row(p.at.isoformat(timespec="seconds"), p.tier, str(p.instances),

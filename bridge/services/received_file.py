@@ -72,8 +72,7 @@ def read_received(path: Path) -> tuple[Dataset, str]:
 
 
 def sha256_of(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+    return _sha256_fd(os.open(path, os.O_RDONLY))
 
 
 def move_into_place(source: Path, target: Path, *, move: bool) -> bool:

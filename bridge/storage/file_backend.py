@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from bridge.services.received_file import fsync_dir
 from bridge.storage.blobs import BlobMissing, StoreUnavailable, hash_stream, join_key
 
 _PART = ".part"
@@ -54,7 +55,7 @@ class FileBlobStore:
             with contextlib.suppress(FileNotFoundError):
                 staging.unlink()
             raise
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         return size
 
     def fetch(self, key: str, target: BinaryIO) -> str:
@@ -77,7 +78,7 @@ class FileBlobStore:
         path = self._path(key)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
 
     def keys(self, prefix: str = "") -> Iterator[str]:
         self.check()
@@ -114,12 +115,6 @@ def _make_dirs(directory: Path, root: Path) -> None:
     for path in reversed(missing):
         with contextlib.suppress(FileExistsError):
             path.mkdir()
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

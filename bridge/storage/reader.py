@@ -30,7 +30,6 @@ so only silent corruption inside that window would go unnoticed until the entry 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import secrets
@@ -50,8 +49,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.config import Settings
 from bridge.errors import NotFound
+from bridge.services.received_file import fsync_dir, sha256_of
 from bridge.storage.blobs import (
-    CHUNK,
     BlobMissing,
     BlobStore,
     BlobStoreError,
@@ -274,7 +273,7 @@ class InstanceReader:
             if seen is not None and now - seen < VERIFIED_TTL_SECONDS:
                 return None
         try:
-            digest = _sha256_file(path)
+            digest = sha256_of(path)
         except FileNotFoundError:
             return "missing"
         except OSError:
@@ -329,7 +328,7 @@ class InstanceReader:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 staging.unlink()
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         if recall:
             self._recalled(ref)
             self.metrics.longterm_reads.labels("recall").inc()
@@ -407,22 +406,8 @@ def _clear_if_whole(session: Session, study_id: int) -> None:
                         .values(online_removed_at=None))
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb", buffering=0) as handle:
-        buffer = bytearray(CHUNK)
-        view = memoryview(buffer)
-        while size := handle.readinto(buffer):
-            digest.update(view[:size])
-    return digest.hexdigest()
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- one reader per process and database -------------------------------------------------

@@ -414,6 +414,9 @@ def test_storage_api_usage_cleanup_history_and_roles(
             assert [(d["study_instance_uid"], d["reason"]) for d in deletions] == [
                 (copied.study_instance_uid, "time")]
             assert deletions[0]["actor"] == "test admin"
+            unknown = admin.post("/api/storage/studies/1.2.3.4/recall")
+            assert unknown.status_code == 404 and unknown.json()["error"] == "not_found"
+            assert admin.post("/api/storage/studies/not-a-uid/recall").status_code == 422
             after = admin.get("/api/storage").json()
             assert after["last_cleanup"]["studies"] == 1
             assert {(t["tier"], t["modality"]): t["instances"]
@@ -442,3 +445,8 @@ def test_cli_cleanup_dry_run_lists_the_study(tmp_path: Path, database_url: str,
     usage = subprocess.run([str(bridge), "storage", "usage"], env=env, capture_output=True,
                            text=True, timeout=60)
     assert usage.returncode == 0 and "longterm" in usage.stdout
+    # Bad input is said plainly, without a traceback.
+    unknown = subprocess.run([str(bridge), "storage", "recall", "1.2.3.4"], env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert unknown.returncode == 1 and "no such study" in unknown.stderr
+    assert "Traceback" not in unknown.stderr

@@ -40,7 +40,7 @@ from bridge.errors import ANSWERS, BridgeError, answer_for
 from bridge.services.archive_store import ArchiveStore
 from bridge.services.orders import OrderPolicy
 from bridge.services.study_stability import StudyHook
-from bridge.storage.ops import StorageOps
+from bridge.storage.ops import StorageOps, build_storage_ops
 
 #: At most this many field errors are spelled out in a 422's ``detail``.
 _MAX_LISTED_ERRORS = 5
@@ -84,7 +84,8 @@ def create_app(
         archive_store=archive_store or ArchiveStore(settings, session_factory),
         study_hooks=tuple(study_hooks),
         delete_hooks=tuple(delete_hooks),
-        storage=storage,
+        # The bridge passes its own (sharing the scheduled migration); else from settings.
+        storage=storage or build_storage_ops(settings, session_factory),
     )
     for module in (routes_health, routes_messages, routes_worklist, routes_metrics,
                    routes_reconciliation, routes_jobs, routes_peers, routes_storage,

@@ -56,7 +56,7 @@ class AppContext:
     study_hooks: Sequence[StudyHook] = ()
     #: Run before an operator deletes a study (withdraw its published ImagingStudy).
     delete_hooks: Sequence[StudyHook] = ()
-    #: Storage tier operations (cleanup, migration, recall); a default without a tier.
+    #: Storage tier operations (cleanup, migration, recall).
     storage: StorageOps | None = None
 
 

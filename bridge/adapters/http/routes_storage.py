@@ -61,7 +61,8 @@ class RecallOut(BaseModel):
 
 
 def _ops(context: ContextDep) -> StorageOps:
-    return context.storage or StorageOps(context.settings, context.session_factory)
+    assert context.storage is not None  # create_app always sets it
+    return context.storage
 
 
 @router.get("", response_model=StorageSummary)
