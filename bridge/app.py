@@ -23,8 +23,8 @@ from bridge.background import Background
 from bridge.config import Settings
 from bridge.mapping.tables import load_hl7_tables
 from bridge.services.archive_store import ArchiveStore
-from bridge.services.batching import LoopBatcher
-from bridge.services.hl7_ingest import HL7Ingest, Inbound, Outcome
+from bridge.services.hl7_ingest import HL7Ingest
+from bridge.services.hl7_intake import HL7Intake
 from bridge.store.db import make_engine, make_session_factory
 from bridge.store.migrate import upgrade
 
@@ -38,9 +38,9 @@ class Bridge:
         self.sessions = make_session_factory(self.engine)
         self.tables = load_hl7_tables(settings.mappings_dir)
         self.ingest = HL7Ingest(self.sessions, self.tables, settings)
-        self.writer: LoopBatcher[Inbound, Outcome] = LoopBatcher(
-            self.ingest.handle_batch, batch_max=settings.hl7_batch_max,
-            linger=settings.hl7_batch_linger_ms / 1000, expected=lambda: self.mllp.connections)
+        self.writer = HL7Intake(self.ingest, batch_max=settings.hl7_batch_max,
+                                linger=settings.hl7_batch_linger_ms / 1000,
+                                expected=lambda: self.mllp.connections)
         self.mllp = MLLPServer(self.writer, max_message_bytes=settings.hl7_max_message_bytes)
         self.metrics = CollectorRegistry()
         #: One store for C-STORE and STOW-RS: their objects share group commits.

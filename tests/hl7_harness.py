@@ -14,8 +14,8 @@ from bridge.adapters.mllp import MLLPServer
 from bridge.app import Bridge
 from bridge.config import Settings
 from bridge.mapping.tables import load_hl7_tables
-from bridge.services.batching import LoopBatcher
-from bridge.services.hl7_ingest import HL7Ingest, Inbound, Outcome
+from bridge.services.hl7_ingest import HL7Ingest
+from bridge.services.hl7_intake import HL7Intake
 
 
 @dataclass
@@ -34,8 +34,8 @@ def running_mllp(settings: Settings, sessions: sessionmaker[Session],
                  *, max_message_bytes: int | None = None) -> Iterator[RunningMLLP]:
     """The same wiring as ``bridge.app.Bridge``, on an event loop in a background thread."""
     ingest = make_ingest(settings, sessions)
-    writer: LoopBatcher[Inbound, Outcome] = LoopBatcher(ingest.handle_batch, batch_max=64,
-                                                        expected=lambda: server.connections)
+    writer = HL7Intake(ingest, batch_max=64, linger=settings.hl7_batch_linger_ms / 1000,
+                       expected=lambda: server.connections)
     server = MLLPServer(writer, max_message_bytes=max_message_bytes
                         or settings.hl7_max_message_bytes)
     loop = asyncio.new_event_loop()

@@ -98,7 +98,9 @@ class _NeedsIsolation(Exception):
 
 
 @dataclass(slots=True)
-class _Prepared:
+class Prepared:
+    """A message decoded and mapped, or the error that stopped it, ready to apply."""
+
     item: Inbound
     header: RawHeader | None
     charset: str | None = None
@@ -145,13 +147,19 @@ class HL7Ingest:
 
     # -- batches ----------------------------------------------------------------------------
     def handle_batch(self, batch: list[Inbound]) -> list[Outcome]:
-        """Decode and map outside the transaction, then apply the batch in one commit.
+        """Decode and map outside the transaction, then apply the batch in one commit."""
+        return self.handle_prepared([self.prepare(item) for item in batch])
+
+    def handle_prepared(self, prepared: list[Prepared]) -> list[Outcome]:
+        """Apply messages already decoded and mapped (:meth:`prepare`) in one commit.
+
+        The listener prepares each message as it arrives, while the batch is still forming,
+        so that work overlaps the wait for the other senders.
 
         The first attempt runs without savepoints (failures that get this far are rare:
         mapping errors are known before the transaction); if a message fails there, the
         batch is run again with a savepoint per message so only that message is rolled back.
         """
-        prepared = [self._prepare(item) for item in batch]
         # The held connection serves one batch at a time; a caller on a second thread
         # (not the bridge's own use) takes one from the pool instead.
         held = self._writer is not None and self._writer.lock.acquire(blocking=False)
@@ -176,9 +184,10 @@ class HL7Ingest:
     def handle_one(self, item: Inbound) -> Outcome:
         return self.handle_batch([item])[0]
 
-    def _prepare(self, item: Inbound) -> _Prepared:
+    def prepare(self, item: Inbound) -> Prepared:
+        """The pure part of handling a message: read the header, decode, map."""
         header = read_raw_header(item.raw)
-        prepared = _Prepared(item=item, header=header)
+        prepared = Prepared(item=item, header=header)
         try:
             charset = choose_charset(
                 header.msh18 if header else "",
@@ -196,7 +205,7 @@ class HL7Ingest:
             prepared.error = BridgeError(f"internal error: {type(exc).__name__}")
         return prepared
 
-    def _handle_in(self, session: Session, prepared: list[_Prepared], *,
+    def _handle_in(self, session: Session, prepared: list[Prepared], *,
                    isolated: bool) -> list[Outcome]:
         conn = session.connection()
         bulk = self._bulk and not isolated
@@ -257,10 +266,10 @@ class HL7Ingest:
         return outcomes
 
     @staticmethod
-    def _eligible(p: _Prepared) -> bool:
+    def _eligible(p: Prepared) -> bool:
         return p.command is not None and batch_apply.eligible(p.command)
 
-    def _apply_all(self, session: Session, todo: list[_Prepared], *, isolated: bool,
+    def _apply_all(self, session: Session, todo: list[Prepared], *, isolated: bool,
                    preloaded: tuple[batch_apply.BatchApplier, batch_apply.Reads] | None
                    ) -> tuple[list[tuple[Outcome, str | None]], batch_apply.BatchApplier | None]:
         """Apply new messages in order: runs of common ones in bulk, the rest one by one.
@@ -293,7 +302,7 @@ class HL7Ingest:
                 index += 1
         return results, pending
 
-    def _apply_run(self, session: Session, run: list[_Prepared],
+    def _apply_run(self, session: Session, run: list[Prepared],
                    preloaded: tuple[batch_apply.BatchApplier, batch_apply.Reads] | None
                    ) -> tuple[batch_apply.BatchApplier, list[tuple[Outcome, str | None]]]:
         commands: list[batch_apply.Command] = [p.command for p in run]  # type: ignore[misc]
@@ -318,7 +327,7 @@ class HL7Ingest:
         except batch_apply.ClaimLost as exc:
             raise _NeedsIsolation from exc
 
-    def _apply(self, session: Session, p: _Prepared, *,
+    def _apply(self, session: Session, p: Prepared, *,
                isolated: bool = True) -> tuple[Outcome, str | None]:
         error = p.error
         accession = None
@@ -370,7 +379,7 @@ class HL7Ingest:
         return None
 
     # -- answers ----------------------------------------------------------------------------
-    def _answer(self, p: _Prepared, error: BridgeError | None) -> Outcome:
+    def _answer(self, p: Prepared, error: BridgeError | None) -> Outcome:
         ctx = AckContext.of(p.message) if p.message is not None else _context_from(p.header)
         code = "AA" if error is None else answer_for(error).hl7_ack
         status = "processed" if error is None else (
@@ -387,7 +396,7 @@ class HL7Ingest:
         return Outcome(accept_ack, app_ack, status, code, error.message if error else None,
                        error.location if error else None)
 
-    def _unstored(self, p: _Prepared, error: BridgeError) -> Outcome:
+    def _unstored(self, p: Prepared, error: BridgeError) -> Outcome:
         ctx = AckContext.of(p.message) if p.message is not None else _context_from(p.header)
         code = "CE" if ctx.enhanced else "AR"
         return Outcome(None, self._ack(ctx, code, error), "unstored", code, error.message,
@@ -428,7 +437,7 @@ class HL7Ingest:
                     charset=charset or "utf-8")
         return found
 
-    def _log_row(self, p: _Prepared, outcome: Outcome) -> dict[str, object]:
+    def _log_row(self, p: Prepared, outcome: Outcome) -> dict[str, object]:
         h = p.header
         msg = p.message
         return {
@@ -462,7 +471,7 @@ class HL7Ingest:
             if row.status not in ("error", "rejected"):
                 raise Conflict(f"message {message_id} is {row.status}; only failed messages "
                                "are reprocessed")
-            p = self._prepare(Inbound(raw=row.raw, peer=row.peer or ""))
+            p = self.prepare(Inbound(raw=row.raw, peer=row.peer or ""))
             outcome, _ = self._apply(session, p)
             row.status, row.ack_code, row.error = outcome.status, outcome.ack_code, outcome.error
             row.error_location = outcome.error_location
@@ -510,7 +519,7 @@ def _accession_of(command: Command | None) -> str | None:
     return command.order.accession if isinstance(command, OrderCommand) else None
 
 
-def _type_of(p: _Prepared) -> str | None:
+def _type_of(p: Prepared) -> str | None:
     if p.message is None:
         return None
     code, trigger = p.message.message_code, p.message.trigger
