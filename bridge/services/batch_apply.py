@@ -9,8 +9,11 @@ messages one by one; ``tests/integration/test_batch_apply.py`` checks that.
 
 Only the common commands come here (ADT upserts, NW/XO orders with a placer number or an
 accession); merges, identifier changes, cancels and status updates take the per-message
-path. A concurrent writer claiming a new patient's identifier first raises
-:class:`ClaimLost`, and the caller re-runs the batch one message at a time.
+path. A new patient's primary identifier is inserted without ``ON CONFLICT``: if a
+concurrent writer claimed it first, the unique constraint fails the statement (an
+``IntegrityError``, on PostgreSQL when the pipeline is read), and the caller rolls back and
+re-runs the batch one message at a time. So nothing has to be read back before the commit,
+and on PostgreSQL the COMMIT can travel with the writes.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from bridge.mapping import order_rules as rules
 from bridge.mapping.patient_rules import demographic_changes
 from bridge.services.orders import OrderPolicy, check_creatable, new_order_values
 from bridge.services.patients import lookup_identifier
-from bridge.store.fast_sql import FastInsert, FastQuery, FastUpdate, fetch_all, is_postgresql
+from bridge.store.fast_sql import FastInsert, FastQuery, FastUpdate, is_postgresql
 from bridge.store.models import (
     Order,
     Patient,
@@ -43,8 +46,11 @@ Command = PatientCommand | OrderCommand
 # Statements are written once and run on the DB-API cursor (bridge.store.fast_sql):
 # building a SQLAlchemy statement per batch cost more than SQLite takes to run it.
 _INSERT_PATIENTS = FastInsert(P, [c.name for c in P.columns])
-_CLAIM = FastInsert(PI, ["patient_id", "value", "issuer", "id_type", "position"],
-                    returning=("value", "issuer"), on_conflict_do_nothing=True)
+_IDENTIFIER_COLUMNS = ["patient_id", "value", "issuer", "id_type", "position"]
+#: A new patient's primary identifier: losing it to another writer must stop the batch.
+_CLAIM_PRIMARY = FastInsert(PI, _IDENTIFIER_COLUMNS)
+#: Further identifiers: one another patient holds already stays theirs.
+_CLAIM = FastInsert(PI, _IDENTIFIER_COLUMNS, on_conflict_do_nothing=True)
 _UPDATE_PATIENT = FastUpdate(P, ["name", "name_search", "birth_date", "sex", "updated_at"])
 #: Columns only the FHIR intake fills (ServiceRequest.note, authoredOn); HL7 rows leave them
 #: NULL, so the bulk insert does not name them.
@@ -130,10 +136,6 @@ def allocate_ids(conn: Connection, patients: int, orders: int) -> tuple[list[int
             list(range(int(o_top) + 1, int(o_top) + 1 + orders)))
 
 
-class ClaimLost(Exception):
-    """Another writer took a new patient's identifier during this batch."""
-
-
 def eligible(command: PatientCommand | OrderCommand) -> bool:
     if isinstance(command, PatientCommand):
         return command.kind == "upsert" and bool(command.patient.identifiers)
@@ -189,8 +191,9 @@ class BatchApplier:
     """Applies one run of eligible commands inside the caller's transaction, in phases so
     that a caller can share round trips with its own statements:
 
-    ``send_reads`` → (round trip) → ``load`` → ``apply`` (in memory) → ``write`` →
-    (round trip) → ``check_claims``. :meth:`run` does it all.
+    ``send_reads`` → (round trip) → ``load`` → ``apply`` (in memory) → ``write`` (whose
+    errors, on PostgreSQL inside ``pipelined``, arrive at the end of the block). :meth:`run`
+    does it all.
     """
 
     def __init__(self, conn: Connection, policy: OrderPolicy) -> None:
@@ -201,7 +204,6 @@ class BatchApplier:
         self._by_accession: dict[str, _Order] = {}
         self._patients: list[_Patient] = []
         self._orders: list[_Order] = []
-        self._new_patients: list[_Patient] = []
         #: PostgreSQL: keys taken from the sequences with the reads (see send_reads).
         self._spare_ids: tuple[list[int], list[int]] | None = None
 
@@ -209,7 +211,7 @@ class BatchApplier:
         """Read, apply and write ``commands``; see :meth:`apply` for the result."""
         self.load(self.send_reads(commands))
         results = self.apply(commands)
-        self.check_claims(self.write())
+        self.write()
         return results
 
     # -- reading ----------------------------------------------------------------------------
@@ -426,9 +428,12 @@ class BatchApplier:
             self._by_accession.setdefault(values["accession"], order)
 
     # -- writing ----------------------------------------------------------------------------
-    def write(self) -> list[Any]:
-        """Send every write: one statement per table and kind. Returns what
-        :meth:`check_claims` needs (on PostgreSQL inside ``pipelined``: after the block)."""
+    def write(self) -> None:
+        """Send every write: one statement per table and kind.
+
+        Raises ``IntegrityError`` (on PostgreSQL inside ``pipelined``: at the end of the
+        block) when another writer created one of the new patients first.
+        """
         conn, now = self._conn, utcnow()
         new_patients = [p for p in self._patients if p.id is None]
         new_orders = [o for o in self._orders if o.id is None]
@@ -446,25 +451,22 @@ class BatchApplier:
              "birth_date": p.birth_date, "sex": p.sex, "merged_into_id": None,
              "created_at": now, "updated_at": now}
             for p in new_patients])
-        self._new_patients = new_patients
-        claims = _CLAIM.execute(conn, [
-            {"patient_id": p.id, "value": i.value, "issuer": i.issuer, "id_type": i.id_type,
-             "position": pos}
-            for p in self._patients for i, pos in p.pending])
+        primaries: list[dict[str, Any]] = []
+        others: list[dict[str, Any]] = []
+        for state in self._patients:
+            for identifier, position in state.pending:
+                row = {"patient_id": state.id, "value": identifier.value,
+                       "issuer": identifier.issuer, "id_type": identifier.id_type,
+                       "position": position}
+                # ``primary`` is set only on a patient this batch creates.
+                (primaries if identifier is state.primary else others).append(row)
+        _CLAIM_PRIMARY.execute(conn, primaries)
+        _CLAIM.execute(conn, others)
         _UPDATE_PATIENT.execute(conn, [
             {"id": p.id, "name": p.name, "name_search": p.name.casefold(),
              "birth_date": p.birth_date, "sex": p.sex, "updated_at": now}
             for p in self._patients if p.dirty and p.id is not None and p not in new_patients])
         self._write_orders(new_orders, now)
-        return claims
-
-    def check_claims(self, claims: list[Any]) -> None:
-        """Raise :class:`ClaimLost` if another writer took a new patient's identifier."""
-        got = set(fetch_all(self._conn, claims))
-        for state in self._new_patients:
-            assert state.primary is not None
-            if (state.primary.value, state.primary.issuer) not in got:
-                raise ClaimLost(state.primary.value)
 
     def _write_orders(self, new_orders: list[_Order], now: Any) -> None:
         conn = self._conn

@@ -8,15 +8,17 @@ duplicate (same MSH-3, MSH-4, MSH-10) is answered with the stored ACK and not ap
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import threading
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.config import Settings
@@ -34,7 +36,7 @@ from bridge.mapping.hl7_message import (
 from bridge.mapping.tables import HL7Tables
 from bridge.services import batch_apply, patients
 from bridge.services.orders import OrderPolicy, apply_order_command
-from bridge.store.fast_sql import FastInsert, FastQuery, pipelined
+from bridge.store.fast_sql import FastInsert, FastQuery, autocommits, pipelined, send_control
 from bridge.store.models import HL7Message as LogRow
 from bridge.store.models import table_of
 
@@ -209,10 +211,15 @@ class HL7Ingest:
                    isolated: bool) -> list[Outcome]:
         conn = session.connection()
         bulk = self._bulk and not isolated
+        # PostgreSQL's held connection autocommits: BEGIN and COMMIT are sent here, in the
+        # pipelines, so a batch costs two round trips instead of four.
+        own_transaction = autocommits(conn)
         # One round trip (PostgreSQL) for the duplicate check and the look-ups of the
         # batch's first run; reading more than the run needs (duplicates) is harmless.
         reads = None
         with pipelined(conn):
+            if own_transaction:
+                send_control(conn, "BEGIN")
             stored_query = self._send_stored_acks(conn, [p.key for p in prepared if p.key])
             eligible = [p.command for p in prepared if self._eligible(p)] if bulk else []
             if eligible:
@@ -257,13 +264,28 @@ class HL7Ingest:
                     # The error text can quote patient data: it stays in the message log.
                     "accession": accession, "error_location": outcome.error_location,
                 })
-        # The last run's writes and the log rows share one round trip (PostgreSQL).
-        with pipelined(conn):
-            claims = pending.write() if pending is not None else []
+        # The last run's writes, the log rows and the COMMIT share one round trip
+        # (PostgreSQL). The session's own commit then has nothing left to do.
+        with self._isolation_on_conflict(isolated), pipelined(conn):
+            if pending is not None:
+                pending.write()
             _INSERT_LOG.execute(conn, rows)
-        if pending is not None:
-            self._check_claims(pending, claims)
+            if own_transaction:
+                send_control(conn, "COMMIT")
         return outcomes
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _isolation_on_conflict(isolated: bool) -> Iterator[None]:
+        """A unique key taken by another writer during a bulk run (a new patient's
+        identifier, an order's placer number) rolls the batch back to be run again one
+        message at a time, where each message gets its own answer."""
+        try:
+            yield
+        except IntegrityError as exc:
+            if isolated:
+                raise
+            raise _NeedsIsolation from exc
 
     @staticmethod
     def _eligible(p: Prepared) -> bool:
@@ -296,7 +318,8 @@ class HL7Ingest:
                 if index == len(todo):
                     pending = applier
                 else:
-                    self._check_claims(applier, applier.write())
+                    with self._isolation_on_conflict(False):
+                        applier.write()
             if index < len(todo):
                 results.append(self._apply(session, todo[index], isolated=False))
                 index += 1
@@ -319,13 +342,6 @@ class HL7Ingest:
                 raise _NeedsIsolation from error  # a bug: let the isolated path report it
             results.append((self._answer(p, error), _accession_of(p.command)))
         return applier, results
-
-    @staticmethod
-    def _check_claims(applier: batch_apply.BatchApplier, claims: list[object]) -> None:
-        try:
-            applier.check_claims(claims)
-        except batch_apply.ClaimLost as exc:
-            raise _NeedsIsolation from exc
 
     def _apply(self, session: Session, p: Prepared, *,
                isolated: bool = True) -> tuple[Outcome, str | None]:
@@ -492,6 +508,9 @@ class _HeldConnection:
     Batches come one after another from one thread; taking a connection from the pool for
     each cost as much as a statement (on PostgreSQL the pool's pre-ping is a round trip).
     A connection that failed is dropped and a new one taken.
+
+    On PostgreSQL the connection autocommits and the batch sends its own BEGIN and COMMIT
+    inside its pipelines (see ``HL7Ingest._handle_in``).
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -506,6 +525,8 @@ class _HeldConnection:
             if conn is not None:
                 conn.close()
             conn = self._conn = self._engine.connect()
+            if conn.dialect.name == "postgresql":
+                _own_postgresql_session(conn)
         return conn
 
     def close(self) -> None:
@@ -513,6 +534,24 @@ class _HeldConnection:
             conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+
+
+def _own_postgresql_session(conn: Connection) -> None:
+    """Set the writer's PostgreSQL session up: autocommit (the batch sends its own BEGIN and
+    COMMIT in its pipelines) and generic plans.
+
+    The engine makes every connection re-plan every statement (``force_custom_plan``, see
+    ``bridge.store.db``), which suits ad-hoc queries; but the writer runs the same dozen
+    statements for ever, and planning them cost PostgreSQL a third of its time per batch.
+    Their generic plans seek by index even on an empty database (the look-ups are lateral
+    joins on unique keys; ``tests/integration/test_writer_plans.py`` checks it). The
+    connection leaves the pool, so this session's settings never reach another user.
+    """
+    conn.detach()
+    dbapi_conn = conn.connection.dbapi_connection
+    assert dbapi_conn is not None
+    dbapi_conn.autocommit = True
+    dbapi_conn.execute("SET plan_cache_mode = force_generic_plan")
 
 
 def _accession_of(command: Command | None) -> str | None:

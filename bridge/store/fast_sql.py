@@ -36,8 +36,9 @@ CHUNK = 200
 
 
 def driver(conn: Connection) -> Any:
-    """The DB-API connection under a SQLAlchemy connection (inside its transaction)."""
-    return conn.connection.driver_connection
+    """The DB-API connection under a SQLAlchemy connection (inside its transaction; also
+    on a connection detached from the pool, where ``driver_connection`` is None)."""
+    return conn.connection.dbapi_connection
 
 
 def _cursor(conn: Connection) -> Any:
@@ -62,6 +63,22 @@ def pipelined(conn: Connection) -> Iterator[None]:
         return
     with _translated(conn, "pipeline"), driver(conn).pipeline():
         yield
+
+
+def autocommits(conn: Connection) -> bool:
+    """Whether the DB-API connection is in autocommit mode: a caller that wants a
+    transaction then sends BEGIN and COMMIT itself (:func:`send_control`), which on
+    PostgreSQL lets them travel in a pipeline with the statements instead of costing round
+    trips of their own (psycopg syncs the pipeline after the BEGIN it sends)."""
+    return is_postgresql(conn) and bool(driver(conn).autocommit)
+
+
+def send_control(conn: Connection, statement: str) -> None:
+    """Send a transaction-control statement (``BEGIN``, ``COMMIT``) on a connection that
+    :func:`autocommits`; inside :func:`pipelined` its error, if any, arrives at the end of
+    the block."""
+    with _translated(conn, statement):
+        _cursor(conn).execute(statement)
 
 
 @contextlib.contextmanager

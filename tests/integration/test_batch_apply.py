@@ -5,10 +5,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import Engine, select
+import pytest
+from sqlalchemy import Engine, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.config import Settings
+from bridge.services import batch_apply
 from bridge.services.hl7_ingest import Inbound
 from bridge.store.db import make_engine, make_session_factory
 from bridge.store.migrate import upgrade
@@ -133,3 +135,46 @@ def test_a_batch_of_many_new_orders(settings: Settings,
         assert len(s.execute(select(Order.id)).all()) == 100
         assert len(s.execute(select(ProcedureStep.id)).all()) == 100
         assert len(s.execute(select(Patient.id)).all()) == 25
+
+
+def test_a_new_patient_claimed_by_another_writer_mid_batch(
+        settings: Settings, session_factory: sessionmaker[Session],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between the batch's reads and its writes, another patient takes the new patient's
+    primary identifier. The bulk write fails on the unique key, nothing of the attempt is
+    committed (on PostgreSQL the COMMIT travelled in that pipeline), and the batch runs
+    again message by message: every message AA, one order per message, and the identifier
+    belongs to the one patient that holds it."""
+    ingest = make_ingest(settings, session_factory)
+    base = hl7_fixture("orm_o01_nw.hl7")
+    batch = [Inbound(base.replace(b"ORM0001", f"C{i:05d}".encode())
+                     .replace(b"PLC1001", f"PLC{i:05d}".encode())
+                     .replace(b"ACC1001", f"ACC{i:05d}".encode())) for i in range(3)]
+    command = ingest.prepare(batch[0]).command
+    assert command is not None
+    primary = command.patient.primary
+    original_load = batch_apply.BatchApplier.load
+    raced: list[int] = []
+
+    def load_then_lose_the_claim(self: batch_apply.BatchApplier, reads: Any) -> None:
+        original_load(self, reads)
+        if raced:
+            return
+        conn = self._conn  # the batch's own transaction: the claim is lost inside it
+        rival = conn.execute(insert(Patient).values(name="RIVAL^WRITER", name_search="rival")
+                             .returning(Patient.id)).scalar_one()
+        conn.execute(insert(PatientIdentifier).values(
+            patient_id=rival, value=primary.value, issuer=primary.issuer,
+            id_type=primary.id_type, position=0))
+        raced.append(rival)
+
+    monkeypatch.setattr(batch_apply.BatchApplier, "load", load_then_lose_the_claim)
+    outcomes = ingest.handle_batch(batch)
+    assert raced, "the bulk path ran"
+    assert [o.ack_code for o in outcomes] == ["AA"] * 3
+    with session_factory() as s:
+        names = s.execute(select(Patient.name)).scalars().all()
+        assert len(names) == 1 and "RIVAL" not in names[0]
+        owner = s.execute(select(PatientIdentifier.patient_id).where(
+            PatientIdentifier.value == primary.value)).scalar_one()
+        assert len(s.execute(select(Order.id).where(Order.patient_id == owner)).all()) == 3
