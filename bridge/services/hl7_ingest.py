@@ -109,6 +109,8 @@ class Prepared:
     message: HL7Message | None = None
     command: Command | None = None
     error: BridgeError | None = None
+    #: What the ACK copies from the message (read on arrival, off the batch's path).
+    ack_context: AckContext | None = None
 
     @property
     def key(self) -> MessageKey | None:
@@ -199,6 +201,7 @@ class HL7Ingest:
             )
             prepared.charset = charset
             prepared.message = HL7Message(decode(item.raw, charset), charset)
+            prepared.ack_context = AckContext.of(prepared.message)
             prepared.command = self.map_message(prepared.message)
         except BridgeError as exc:
             prepared.error = exc
@@ -396,7 +399,7 @@ class HL7Ingest:
 
     # -- answers ----------------------------------------------------------------------------
     def _answer(self, p: Prepared, error: BridgeError | None) -> Outcome:
-        ctx = AckContext.of(p.message) if p.message is not None else _context_from(p.header)
+        ctx = _context_of(p)
         code = "AA" if error is None else answer_for(error).hl7_ack
         status = "processed" if error is None else (
             "rejected" if isinstance(error, Rejected) else "error")
@@ -413,7 +416,7 @@ class HL7Ingest:
                        error.location if error else None)
 
     def _unstored(self, p: Prepared, error: BridgeError) -> Outcome:
-        ctx = AckContext.of(p.message) if p.message is not None else _context_from(p.header)
+        ctx = _context_of(p)
         code = "CE" if ctx.enhanced else "AR"
         return Outcome(None, self._ack(ctx, code, error), "unstored", code, error.message,
                        charset=p.charset or "utf-8")
@@ -563,6 +566,12 @@ def _type_of(p: Prepared) -> str | None:
         return None
     code, trigger = p.message.message_code, p.message.trigger
     return f"{code}^{trigger}" if trigger else code or None
+
+
+def _context_of(p: Prepared) -> AckContext:
+    if p.ack_context is not None:
+        return p.ack_context
+    return AckContext.of(p.message) if p.message is not None else _context_from(p.header)
 
 
 def _context_from(header: RawHeader | None) -> AckContext:
