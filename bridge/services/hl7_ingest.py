@@ -244,6 +244,7 @@ class HL7Ingest:
         results = dict(zip(todo, applied, strict=True))
         rows: list[dict[str, object]] = []
         outcomes: list[Outcome] = []
+        processed_at = datetime.now(UTC)  # one moment for the batch: it commits as one
         for index, p in enumerate(prepared):
             key = p.key
             if index not in results:
@@ -259,7 +260,7 @@ class HL7Ingest:
             outcome, accession = results[index]
             outcome.charset = p.charset or outcome.charset
             outcomes.append(outcome)
-            rows.append(self._log_row(p, outcome))
+            rows.append(self._log_row(p, outcome, processed_at))
             if log.isEnabledFor(logging.INFO):
                 log.info("hl7 message %s", outcome.status, extra={
                     "control_id": key[2] if key else None, "sender": key[0] if key else None,
@@ -456,7 +457,8 @@ class HL7Ingest:
                     charset=charset or "utf-8")
         return found
 
-    def _log_row(self, p: Prepared, outcome: Outcome) -> dict[str, object]:
+    def _log_row(self, p: Prepared, outcome: Outcome,
+                 processed_at: datetime) -> dict[str, object]:
         h = p.header
         msg = p.message
         return {
@@ -476,7 +478,7 @@ class HL7Ingest:
             "ack_code": outcome.ack_code,
             "error": outcome.error,
             "error_location": outcome.error_location,
-            "processed_at": datetime.now(UTC),
+            "processed_at": processed_at,
             "attempts": 1,
         }
 

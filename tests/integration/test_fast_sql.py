@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import IntegrityError
@@ -73,6 +75,22 @@ def test_values_convert_as_sqlalchemy_does(engine: Engine) -> None:
         row = conn.execute(select(S.c.protocol_codes, S.c.updated_at)).one()
         assert row.protocol_codes == []
         assert row.updated_at.replace(tzinfo=None) == now.replace(tzinfo=None)
+
+
+def test_rows_sharing_and_alternating_timestamps_keep_their_own(engine: Engine) -> None:
+    """Timestamps are written out once per distinct object in a row (the last one is
+    remembered): alternating, repeated and equal-but-distinct values all come back right."""
+    first = utcnow().replace(microsecond=1)
+    second = first + timedelta(seconds=1)
+    stamps = [first, first, second, first, second, second, first.replace(microsecond=1)]
+    with engine.begin() as conn:
+        _PATIENTS.execute(conn, [{"id": i + 1, "name": "P", "name_search": "p",
+                                  "created_at": stamp, "updated_at": second}
+                                 for i, stamp in enumerate(stamps)])
+        got = conn.execute(select(P.c.created_at, P.c.updated_at).order_by(P.c.id)).all()
+    assert [row.created_at.replace(tzinfo=None) for row in got] == [
+        stamp.replace(tzinfo=None) for stamp in stamps]
+    assert {row.updated_at.replace(tzinfo=None) for row in got} == {second.replace(tzinfo=None)}
 
 
 def test_driver_errors_come_back_as_sqlalchemy_errors(engine: Engine) -> None:
