@@ -1,8 +1,9 @@
 """Browse the HL7 message log (newest first).
 
 Every filter combination is served by one of the log's indexes: ``received_at`` alone,
-``(message_type, received_at)`` or ``(status, received_at)``; the sender filter narrows the
-rows one of those indexes yields.
+``(message_type, received_at)`` or ``(status, received_at)`` (which holds only messages not
+processed: the failures one browses for); the sender filter narrows the rows one of those
+indexes yields.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ def list_messages(
         query = query.where(HL7Message.message_type == message_type)
     if status:
         query = query.where(HL7Message.status == status)
+        if status != "processed":
+            # The status index is partial; SQLite uses it only when the query repeats its
+            # predicate (PostgreSQL infers it).
+            query = query.where(HL7Message.status != "processed")
     if sender:
         query = query.where(HL7Message.sending_application == sender)
     if received_from is not None:

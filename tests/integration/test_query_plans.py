@@ -45,7 +45,9 @@ TYPICAL = {
     "date only": mwl({"ScheduledProcedureStepStartDate": "20260310"}),
 }
 INDEXES = {"ix_steps_station_date", "ix_steps_modality_date", "ix_steps_date",
-           "uq_patient_identifier", "ix_orders_accession", "ix_procedure_steps_order_id"}
+           "uq_patient_identifier", "ix_orders_accession",
+           # Steps of an order: the unique (order_id, sps_id) key, named by each database.
+           "uq_step_order_sps", "sqlite_autoindex_procedure_steps_1"}
 
 
 @pytest.fixture
