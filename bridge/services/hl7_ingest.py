@@ -423,10 +423,9 @@ class HL7Ingest:
                        charset=p.charset or "utf-8")
 
     def _ack(self, ctx: AckContext, code: str, error: BridgeError | None) -> str:
-        now = datetime.now(UTC)
-        control_id = f"{now:%Y%m%d%H%M%S}{next(self._counter) % 1_000_000:06d}"
-        return build_ack(ctx, code, control_id=control_id, timestamp=f"{now:%Y%m%d%H%M%S}",
-                         error=error)
+        stamp = f"{datetime.now(UTC):%Y%m%d%H%M%S}"
+        control_id = f"{stamp}{next(self._counter) % 1_000_000:06d}"
+        return build_ack(ctx, code, control_id=control_id, timestamp=stamp, error=error)
 
     # -- the log ----------------------------------------------------------------------------
     @staticmethod

@@ -20,6 +20,7 @@ Errors of the driver come back as SQLAlchemy's own exception classes (``Integrit
 from __future__ import annotations
 
 import contextlib
+import operator
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -129,16 +130,35 @@ def _marks(dialect: Dialect, count: int, start: int = 1) -> list[str]:
     return ["?"] * count
 
 
-def _convert(row: dict[str, Any], columns: Sequence[str],
-             processors: Sequence[Processor]) -> list[Any]:
-    return [process(row[name]) if process else row[name]
-            for name, process in zip(columns, processors, strict=True)]
+class _RowValues:
+    """A row's values in column order, through the columns' bind processors.
+
+    ``itemgetter`` reads every column in C; only the few columns with a processor (times,
+    JSON) run Python. Rows of the HL7 hot path have up to 25 columns.
+    """
+
+    __slots__ = ("_converted", "_get")
+
+    def __init__(self, columns: Sequence[str], processors: Sequence[Processor]) -> None:
+        if len(columns) == 1:  # itemgetter returns a bare value for one key, a tuple for more
+            only = columns[0]
+            self._get: Callable[[dict[str, Any]], Any] = lambda row: (row[only],)
+        else:
+            self._get = operator.itemgetter(*columns)
+        self._converted = tuple((index, process) for index, process in enumerate(processors)
+                                if process is not None)
+
+    def __call__(self, row: dict[str, Any]) -> list[Any]:
+        values = list(self._get(row))
+        for index, process in self._converted:
+            values[index] = process(values[index])
+        return values
 
 
 @dataclass(slots=True)
 class _CompiledInsert:
     head: str
-    processors: tuple[Processor, ...]
+    values: _RowValues
     tail: str
     dialect: Dialect
     width: int
@@ -180,7 +200,7 @@ class FastInsert:
             found = _CompiledInsert(
                 head=(f"INSERT INTO {quote.format_table(self._table)} "
                       f"({', '.join(quote.quote(name) for name in self._columns)}) VALUES "),
-                processors=_binds(self._table, self._columns, dialect),
+                values=_RowValues(self._columns, _binds(self._table, self._columns, dialect)),
                 tail=tail, dialect=dialect, width=len(self._columns), texts={},
             )
             self._compiled[dialect.name] = found
@@ -192,7 +212,7 @@ class FastInsert:
         if not rows:
             return []
         c = self._for(conn.dialect)
-        params = [_convert(row, self._columns, c.processors) for row in rows]
+        params = [c.values(row) for row in rows]
         multi_row = is_postgresql(conn) or bool(self._returning)
         cursors = []
         with _translated(conn, c.head):
@@ -231,7 +251,7 @@ class FastUpdate:
         self._columns = (*columns, key)
         self._set = tuple(columns)
         self._key = key
-        self._compiled: dict[str, tuple[str, tuple[Processor, ...]]] = {}
+        self._compiled: dict[str, tuple[str, _RowValues]] = {}
 
     def execute(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         if not rows:
@@ -246,9 +266,9 @@ class FastUpdate:
                                for name, mark in zip(self._set, marks, strict=False))
                    + f" WHERE {quote.quote(self._key)} = {marks[-1]}")
             found = self._compiled[dialect.name] = (
-                sql, _binds(self._table, self._columns, dialect))
-        sql, processors = found
-        params = [_convert(row, self._columns, processors) for row in rows]
+                sql, _RowValues(self._columns, _binds(self._table, self._columns, dialect)))
+        sql, values = found
+        params = [values(row) for row in rows]
         with _translated(conn, sql):
             cursor = _cursor(conn)
             try:
