@@ -100,6 +100,30 @@ def bridge_process(data_dir: Path, database_url: str | None = None,
         log.close()
 
 
+class StealMeter:
+    """CPU time the hypervisor gave to other guests while a measurement ran (``st`` in
+    vmstat), as a share of the machine's CPU time: on a shared VM the figures mean little
+    without it."""
+
+    def __init__(self) -> None:
+        self._start = self._read()
+
+    @staticmethod
+    def _read() -> tuple[int, int]:
+        try:
+            fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        except OSError:
+            return (0, 0)
+        values = [int(v) for v in fields]
+        steal = values[7] if len(values) > 7 else 0
+        return steal, sum(values[:8])
+
+    def percent(self) -> float:
+        steal, total = self._read()
+        spent = total - self._start[1]
+        return round(100 * (steal - self._start[0]) / spent, 1) if spent > 0 else 0.0
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     try:
