@@ -2,6 +2,9 @@
 
 Every missing required value raises :class:`MappingFailed` naming the HL7 field, so the ACK
 can carry an ERR segment that points at it.
+
+This runs for every message the bridge receives, so a table group's entries are read in
+one call of a reader compiled from the table (``HL7Tables.reader``), not path by path.
 """
 
 from __future__ import annotations
@@ -17,18 +20,36 @@ from bridge.domain import (
     StepData,
 )
 from bridge.errors import MappingFailed, Rejected
-from bridge.mapping.hl7_message import HL7Message, parse_path
-from bridge.mapping.tables import HL7Tables, PathList
+from bridge.mapping.hl7_message import (
+    HL7_NULL,
+    FieldPath,
+    HL7Message,
+    compile_path,
+    compile_reader,
+)
+from bridge.mapping.tables import HL7Tables
 
-HL7_NULL = '""'  # HL7's explicit "delete this value"
+#: What :func:`classify` reads besides the message type.
+_HEADER = compile_reader({"version": (compile_path("MSH-12.1"),),
+                          "processing": (compile_path("MSH-11.1"),)})
+#: ORC-1 values that name an action; any other order control is a status change.
+_ACTIONS = {action.value: action for action in OrderAction}
+#: Table entries read as whole fields (their first repetition, as sent) and taken apart
+#: here: XPN, XCN, CWE.
+_WHOLE_FIELDS = frozenset({"name", "procedure_code", "requesting_physician",
+                           "referring_physician", "protocol", "performing_physician"})
+#: Table entries read with every repetition (CX), by :func:`identifiers_in`.
+_REPEATING = frozenset({"identifiers", "prior_identifier"})
+_NOT_VALUES = _WHOLE_FIELDS | _REPEATING
 
 
 def classify(msg: HL7Message, tables: HL7Tables) -> str:
     """The handler for a message, or Rejected (AR) for what the bridge does not take."""
-    version = msg.get("MSH-12.1")
+    said = msg.read(_HEADER)
+    version = said["version"]
     if version and tables.versions and version not in tables.versions:
         raise Rejected(f"unsupported HL7 version {version!r}", location="MSH-12", hl7_code="203")
-    processing = msg.get("MSH-11.1")
+    processing = said["processing"]
     if processing and tables.processing_ids and processing not in tables.processing_ids:
         raise Rejected(f"unsupported processing ID {processing!r}", location="MSH-11",
                        hl7_code="202")
@@ -41,23 +62,11 @@ def classify(msg: HL7Message, tables: HL7Tables) -> str:
     return handler
 
 
-def first_value(msg: HL7Message, paths: PathList) -> str | None:
-    """The first valued path; None when none is (``""`` comes back as an empty string)."""
-    for path in paths:
-        value = msg.get(path)
-        if value:
-            return "" if value == HL7_NULL else value
-    return None
-
-
-def _first_raw(msg: HL7Message, paths: PathList, occurrence: int = 0) -> str:
-    """The first valued field (raw, first repetition) among ``paths`` that name whole fields."""
-    for path in paths:
-        segment, numbers = parse_path(path)
-        raw = msg.raw_field(segment, numbers[0], occurrence)
-        if raw:
-            return raw.split(msg.encoding.repetition, 1)[0]
-    return ""
+def _said(msg: HL7Message, tables: HL7Tables, group: str) -> dict[str, str | None]:
+    """Every entry of a table group at once. A value: its first valued path, None when none
+    is (``""`` comes back as an empty string). A whole field: the first repetition of the
+    first one sent."""
+    return msg.read(tables.reader(group, _REPEATING, _WHOLE_FIELDS, True))
 
 
 # -- patients -------------------------------------------------------------------------------
@@ -65,12 +74,13 @@ def _first_raw(msg: HL7Message, paths: PathList, occurrence: int = 0) -> str:
 def patient_data(msg: HL7Message, tables: HL7Tables, primary_authority: str = "") -> PatientData:
     if not msg.has("PID"):
         raise MappingFailed("PID segment missing", location="PID", hl7_code="100")
-    identifiers = identifiers_in(msg, tables.paths("patient", "identifiers")[0], primary_authority)
+    paths = tables.compiled["patient"]
+    identifiers = identifiers_in(msg, paths.get("identifiers", ())[0], primary_authority)
     if not identifiers:
         raise MappingFailed("patient identifier missing", location="PID-3")
-    name_raw = _first_raw(msg, tables.paths("patient", "name"))
-    sex = first_value(msg, tables.paths("patient", "sex"))
-    birth = first_value(msg, tables.paths("patient", "birth_date"))
+    said = _said(msg, tables, "patient")
+    name_raw = said.get("name")
+    sex, birth = said.get("sex"), said.get("birth_date")
     return PatientData(
         identifiers=identifiers,
         name=xpn_to_pn(msg, name_raw) if name_raw else None,
@@ -79,15 +89,19 @@ def patient_data(msg: HL7Message, tables: HL7Tables, primary_authority: str = ""
     )
 
 
-def identifiers_in(msg: HL7Message, path: str, primary_authority: str) -> list[Identifier]:
-    segment, numbers = parse_path(path)
+def identifiers_in(msg: HL7Message, path: FieldPath, primary_authority: str) -> list[Identifier]:
     found = []
-    for rep in msg.repetitions(segment, numbers[0]):
+    field = msg.raw_field(path.segment, path.field)
+    for rep in field.split(msg.encoding.repetition) if field else ():
+        if not rep:
+            continue
         parts = msg.components(rep)
-        value = parts[0].strip() if parts else ""
+        value = parts[0].strip()
         if not value:
             continue
-        found.append(Identifier(value=value, issuer=_part(parts, 4), id_type=_part(parts, 5)))
+        count = len(parts)
+        found.append(Identifier(value, parts[3].strip() if count >= 4 else "",  # issuer
+                                parts[4].strip() if count >= 5 else ""))  # id_type
     if primary_authority:
         found.sort(key=lambda ident: ident.issuer != primary_authority)
     return found
@@ -98,10 +112,10 @@ def patient_command(msg: HL7Message, tables: HL7Tables, handler: str,
     patient = patient_data(msg, tables, primary_authority)
     if handler == "patient":
         return PatientCommand(kind="upsert", patient=patient)
-    prior_path = tables.paths("merge", "prior_identifier")[0]
+    prior_path = tables.compiled_paths("merge", "prior_identifier")[0]
     priors = identifiers_in(msg, prior_path, primary_authority or patient.primary.issuer)
     if not priors:
-        raise MappingFailed("prior patient identifier missing", location=prior_path)
+        raise MappingFailed("prior patient identifier missing", location=prior_path.text)
     return PatientCommand(kind=handler, patient=patient, prior=priors[0])
 
 
@@ -113,41 +127,35 @@ def order_command(msg: HL7Message, tables: HL7Tables, primary_authority: str = "
         raise MappingFailed("ORC segment missing", location="ORC", hl7_code="100")
     if not msg.has("OBR"):
         raise MappingFailed("OBR segment missing", location="OBR", hl7_code="100")
-    control = (first_value(msg, tables.paths("order", "order_control")) or "").upper()
+    said = _said(msg, tables, "order")
+    control = (said.get("order_control") or "").upper()
     if not control:
         raise MappingFailed("order control missing", location="ORC-1")
-    status = (first_value(msg, tables.paths("order", "order_status")) or "").upper()
+    status = (said.get("order_status") or "").upper()
     key = f"{control}_{status}" if status else control
     step_status = tables.order_status.get(key)
     if step_status is None:
         raise MappingFailed(f"no mapping for order control/status {key}", location="ORC-1",
                             hl7_code="103")
-    try:
-        action = OrderAction(control)
-    except ValueError:
-        action = OrderAction.STATUS
-
-    def value(name: str) -> str | None:
-        return first_value(msg, tables.paths("order", name))
-
-    code_raw = _first_raw(msg, tables.paths("order", "procedure_code"))
+    action = _ACTIONS.get(control, OrderAction.STATUS)
+    code_raw = said.get("procedure_code")
     procedure = cwe(msg, code_raw) if code_raw else None
-    priority_code = value("priority")
+    priority_code = said.get("priority")
     order = OrderData(
-        placer_number=value("placer_number"),
-        placer_issuer=value("placer_issuer") or "",
-        filler_number=value("filler_number"),
-        filler_issuer=value("filler_issuer") or "",
-        accession=value("accession"),
-        study_instance_uid=value("study_instance_uid"),
-        requested_procedure_id=value("requested_procedure_id"),
+        placer_number=said.get("placer_number"),
+        placer_issuer=said.get("placer_issuer") or "",
+        filler_number=said.get("filler_number"),
+        filler_issuer=said.get("filler_issuer") or "",
+        accession=said.get("accession"),
+        study_instance_uid=said.get("study_instance_uid"),
+        requested_procedure_id=said.get("requested_procedure_id"),
         procedure_code=procedure,
         procedure_description=procedure.meaning if procedure else None,
         priority=tables.priority.get(priority_code.upper(), None) if priority_code else None,
-        reason=value("reason"),
-        requesting_physician=_person(msg, tables.paths("order", "requesting_physician")),
-        referring_physician=_person(msg, tables.paths("order", "referring_physician")),
-        admission_id=value("admission_id"),
+        reason=said.get("reason"),
+        requesting_physician=_person(msg, said.get("requesting_physician")),
+        referring_physician=_person(msg, said.get("referring_physician")),
+        admission_id=said.get("admission_id"),
     )
     base = _obr_step(msg, tables)
     ipcs = msg.all("IPC")
@@ -162,48 +170,42 @@ def order_command(msg: HL7Message, tables: HL7Tables, primary_authority: str = "
 
 
 def _obr_step(msg: HL7Message, tables: HL7Tables) -> StepData:
-    def value(name: str) -> str | None:
-        return first_value(msg, tables.paths("step", name))
-
-    start = value("start")
+    said = _said(msg, tables, "step")
+    start = said.get("start")
     date, time = split_timestamp(start) if start else (None, None)
-    protocol_raw = _first_raw(msg, tables.paths("step", "protocol"))
-    location = value("location")
+    protocol_raw = said.get("protocol")
+    protocol = protocol_code(msg, protocol_raw) if protocol_raw else None
     return StepData(
-        sps_id=value("sps_id"),
-        modality=(value("modality") or "").upper() or None,
+        sps_id=said.get("sps_id"),
+        modality=(said.get("modality") or "").upper() or None,
         start_date=date,
         start_time=time,
-        station_ae=value("station_ae"),
-        location=location,
-        protocol_codes=[protocol_code(msg, protocol_raw)] if protocol_raw else None,
-        description=protocol_code(msg, protocol_raw).meaning if protocol_raw else None,
-        performing_physician=_person(msg, tables.paths("step", "performing_physician")),
+        station_ae=said.get("station_ae"),
+        location=said.get("location"),
+        protocol_codes=[protocol] if protocol is not None else None,
+        description=protocol.meaning if protocol is not None else None,
+        performing_physician=_person(msg, said.get("performing_physician")),
     )
 
 
 def _ipc_step(msg: HL7Message, tables: HL7Tables, base: StepData, occurrence: int) -> StepData:
-    def value(name: str) -> str | None:
-        for path in tables.paths("ipc", name):
-            found = msg.get(path, occurrence)
-            if found:
-                return found
-        return None
-
+    paths = tables.compiled["ipc"]
+    # Unlike _said, HL7's null is read as sent here.
+    said = msg.read(tables.reader("ipc", _NOT_VALUES), occurrence)
     protocol_raw = ""
-    for path in tables.paths("ipc", "protocol"):
-        segment, numbers = parse_path(path)
-        protocol_raw = msg.raw_field(segment, numbers[0], occurrence).split(
+    for path in paths.get("protocol", ()):
+        # Unlike first_raw: a field whose first repetition is empty gives way to the next.
+        protocol_raw = msg.raw_field(path.segment, path.field, occurrence).split(
             msg.encoding.repetition, 1)[0]
         if protocol_raw:
             break
     protocol = protocol_code(msg, protocol_raw) if protocol_raw else None
     return StepData(
-        sps_id=value("sps_id") or None,
-        modality=(value("modality") or base.modality or "").upper() or None,
+        sps_id=said.get("sps_id") or None,
+        modality=(said.get("modality") or base.modality or "").upper() or None,
         start_date=base.start_date,
         start_time=base.start_time,
-        station_ae=value("station_ae") or base.station_ae,
+        station_ae=said.get("station_ae") or base.station_ae,
         location=base.location,
         protocol_codes=[protocol] if protocol else base.protocol_codes,
         description=protocol.meaning if protocol else base.description,
@@ -213,8 +215,11 @@ def _ipc_step(msg: HL7Message, tables: HL7Tables, base: StepData, occurrence: in
 
 # -- data types -----------------------------------------------------------------------------
 
-def _part(parts: list[str], n: int) -> str:
-    return parts[n - 1].strip() if len(parts) >= n else ""
+def _padded(parts: list[str], count: int) -> list[str]:
+    """``parts`` (a list of its own) with empty components up to ``count``."""
+    if len(parts) < count:
+        parts += [""] * (count - len(parts))
+    return parts
 
 
 def xpn_to_pn(msg: HL7Message, raw: str) -> str:
@@ -222,40 +227,40 @@ def xpn_to_pn(msg: HL7Message, raw: str) -> str:
     parts = msg.components(raw)
     if parts and parts[0] == HL7_NULL:
         return ""
-    return _pn(_part(parts, 1), _part(parts, 2), _part(parts, 3), _part(parts, 5), _part(parts, 4))
+    family, given, middle, suffix, prefix = _padded(parts, 5)[:5]
+    return "^".join((family.strip(), given.strip(), middle.strip(), prefix.strip(),
+                     suffix.strip())).rstrip("^")
 
 
 def xcn_to_pn(msg: HL7Message, raw: str) -> str:
     """XCN (id^family^given^middle^suffix^prefix) → DICOM PN."""
-    parts = msg.components(raw)
-    return _pn(_part(parts, 2), _part(parts, 3), _part(parts, 4), _part(parts, 6), _part(parts, 5))
+    _, family, given, middle, suffix, prefix = _padded(msg.components(raw), 6)[:6]
+    return "^".join((family.strip(), given.strip(), middle.strip(), prefix.strip(),
+                     suffix.strip())).rstrip("^")
 
 
-def _pn(*components: str) -> str:
-    return "^".join(components).rstrip("^")
-
-
-def _person(msg: HL7Message, paths: PathList) -> str | None:
-    raw = _first_raw(msg, paths)
+def _person(msg: HL7Message, raw: str | None) -> str | None:
     return (xcn_to_pn(msg, raw) or None) if raw else None
 
 
 def cwe(msg: HL7Message, raw: str) -> CodedValue:
-    parts = msg.components(raw)
-    return CodedValue(code=_part(parts, 1), meaning=_part(parts, 2), scheme=_part(parts, 3))
+    code, meaning, scheme = _padded(msg.components(raw), 3)[:3]
+    return CodedValue(code=code.strip(), meaning=meaning.strip(), scheme=scheme.strip())
 
 
 def protocol_code(msg: HL7Message, raw: str) -> CodedValue:
     """OBR-4 / IPC-6: the alternate code (components 4-6) when given, else 1-3."""
-    parts = msg.components(raw)
-    if _part(parts, 4):
-        return CodedValue(code=_part(parts, 4), meaning=_part(parts, 5), scheme=_part(parts, 6))
-    return CodedValue(code=_part(parts, 1), meaning=_part(parts, 2), scheme=_part(parts, 3))
+    parts = _padded(msg.components(raw), 6)
+    alternate = parts[3].strip()
+    if alternate:
+        return CodedValue(code=alternate, meaning=parts[4].strip(), scheme=parts[5].strip())
+    return CodedValue(code=parts[0].strip(), meaning=parts[1].strip(), scheme=parts[2].strip())
 
 
 def split_timestamp(ts: str) -> tuple[str | None, str | None]:
     """HL7 TS/DTM ``YYYYMMDD[HHMM[SS[.S+]]][+/-ZZZZ]`` → DICOM (date, time) as sent (local)."""
-    core = ts.split("+", 1)[0].split("-", 1)[0].split(".", 1)[0]
+    # Mostly sent as digits alone (no offset, no fraction): nothing to cut then.
+    core = ts if ts.isdigit() else ts.split("+", 1)[0].split("-", 1)[0].split(".", 1)[0]
     if len(core) < 8 or not core[:8].isdigit():
         return None, None
     time = core[8:14]

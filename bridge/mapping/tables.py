@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from bridge.domain import StepStatus
+from bridge.mapping.hl7_message import FieldPaths, Reader, compile_path, compile_reader
 
 PathList = tuple[str, ...]
 
@@ -39,6 +40,19 @@ class HL7Tables:
     order_status: dict[str, StepStatus]
     priority: dict[str, str]
     stations: tuple[StationRule, ...]
+    #: ``fields`` with every path parsed, read by the mapping for each message.
+    compiled: dict[str, dict[str, FieldPaths]] = field(init=False, repr=False, compare=False)
+    #: Readers of ``compiled`` groups (:meth:`reader`), made on first use.
+    _readers: dict[tuple[str, frozenset[str], frozenset[str], bool], Reader] = field(
+        init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "compiled", {
+            group: {name: tuple(compile_path(path) for path in paths)
+                    for name, paths in entries.items()}
+            for group, entries in self.fields.items()
+        })
+        object.__setattr__(self, "_readers", {})
 
     def station_for(self, modality: str | None, location: str | None) -> str | None:
         for rule in self.stations:
@@ -48,6 +62,19 @@ class HL7Tables:
 
     def paths(self, group: str, name: str) -> PathList:
         return self.fields[group].get(name, ())
+
+    def compiled_paths(self, group: str, name: str) -> FieldPaths:
+        return self.compiled[group].get(name, ())
+
+    def reader(self, group: str, skip: frozenset[str] = frozenset(),
+               raw: frozenset[str] = frozenset(), hl7_null: bool = False) -> Reader:
+        """A compiled reader (:func:`compile_reader`) of a group's entries but ``skip``."""
+        key = (group, skip, raw, hl7_null)
+        found = self._readers.get(key)
+        if found is None:
+            found = self._readers[key] = compile_reader(self.compiled[group], skip=skip,
+                                                        raw=raw, hl7_null=hl7_null)
+        return found
 
 
 HANDLERS = {"patient", "merge", "change_identifier", "order"}
@@ -104,4 +131,8 @@ def _paths(value: Any) -> PathList:
         segment, _, rest = str(path).partition("-")
         if len(segment) != 3 or not all(part.isdigit() for part in rest.split(".")):
             raise TableError(f"bad field path {path!r}")
+        try:
+            compile_path(str(path))
+        except ValueError:  # digits int() does not read, such as "²"
+            raise TableError(f"bad field path {path!r}") from None
     return tuple(str(v) for v in values)

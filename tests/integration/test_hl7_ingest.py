@@ -204,6 +204,21 @@ def test_batch_with_failures_keeps_the_good_ones(
         assert count(s, HL7Message) == 3
 
 
+def test_an_msh_without_field_separator_is_rejected_and_logged(
+        settings: Settings, session_factory: sessionmaker[Session]) -> None:
+    """'MSH' then the end of its line: no header to read, but still an answer (AR) and a
+    log row, never an exception out of the intake (which would ask the sender to resend)."""
+    raw = b"MSH\rPID|||P1||DOE^JOHN\r"
+    ingest = make_ingest(settings, session_factory)
+    prepared = ingest.prepare(Inbound(raw))
+    assert prepared.header is None and prepared.error is not None
+    [outcome] = ingest.handle_prepared([prepared])
+    assert (outcome.ack_code, outcome.status) == ("AR", "rejected")
+    with session_factory() as s:
+        row = s.execute(select(HL7Message)).scalar_one()
+        assert row.raw == raw and row.status == "rejected"
+
+
 def test_concurrent_messages_for_one_new_patient_create_one_patient(
         settings: Settings, session_factory: sessionmaker[Session]) -> None:
     """Two independent writers (as two bridge processes would be) race on one new patient."""
