@@ -153,15 +153,8 @@ class HL7Message:
         What :meth:`get` reads with, and what the compiled readers (:func:`compile_reader`)
         are held to.
         """
-        by_name = self._by_name
         for segment, number, component, subcomponent, _ in paths:
-            found = by_name.get(segment)
-            if found is None or occurrence >= len(found):
-                continue
-            fields = found[occurrence]
-            if number >= len(fields):
-                continue
-            value = fields[number]
+            value = self._sent(segment, number, occurrence)
             if not value:
                 continue
             if self._repetition in value:
@@ -194,15 +187,19 @@ class HL7Message:
     def first_raw(self, paths: FieldPaths, occurrence: int = 0) -> str:
         """The first repetition, as sent, of the first of ``paths`` (whole fields) that is
         not empty; "" when none is. Only the paths' field numbers count."""
-        by_name = self._by_name
         for segment, number, _, _, _ in paths:
-            found = by_name.get(segment)
-            if found is None or occurrence >= len(found):
-                continue
-            fields = found[occurrence]
-            if number < len(fields) and fields[number]:
-                return fields[number].split(self._repetition, 1)[0]
+            value = self._sent(segment, number, occurrence)
+            if value:
+                return value.split(self._repetition, 1)[0]
         return ""
+
+    def _sent(self, segment: str, number: int, occurrence: int) -> str:
+        """Field ``number`` of the ``occurrence``-th ``segment`` as sent, "" when absent."""
+        found = self._by_name.get(segment)
+        if found is None or occurrence >= len(found):
+            return ""
+        fields = found[occurrence]
+        return fields[number] if number < len(fields) else ""
 
     def repetitions(self, segment: str, number: int, occurrence: int = 0) -> list[str]:
         field = self.raw_field(segment, number, occurrence)

@@ -227,14 +227,16 @@ def xpn_to_pn(msg: HL7Message, raw: str) -> str:
     parts = msg.components(raw)
     if parts and parts[0] == HL7_NULL:
         return ""
-    family, given, middle, suffix, prefix = _padded(parts, 5)[:5]
-    return "^".join((family.strip(), given.strip(), middle.strip(), prefix.strip(),
-                     suffix.strip())).rstrip("^")
+    return _pn(*_padded(parts, 5)[:5])
 
 
 def xcn_to_pn(msg: HL7Message, raw: str) -> str:
     """XCN (id^family^given^middle^suffix^prefix) → DICOM PN."""
-    _, family, given, middle, suffix, prefix = _padded(msg.components(raw), 6)[:6]
+    return _pn(*_padded(msg.components(raw), 6)[1:6])
+
+
+def _pn(family: str, given: str, middle: str, suffix: str, prefix: str) -> str:
+    """HL7's name order (… suffix, prefix) → DICOM PN's (… prefix, suffix), trimmed."""
     return "^".join((family.strip(), given.strip(), middle.strip(), prefix.strip(),
                      suffix.strip())).rstrip("^")
 

@@ -33,14 +33,15 @@ def definition(engine: Engine, name: str) -> str:
         return str(conn.execute(text(sql), {"name": name}).scalar_one())
 
 
-def plan(engine: Engine, query: str) -> str:
+def plan(engine: Engine, query: str, parameters: Any = ()) -> str:
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
-            rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}").all()
+            rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}", parameters).all()
             return "\n".join(str(row[-1]) for row in rows)
         # Empty tables: make the planner show whether it *can* use the index.
         conn.exec_driver_sql("SET enable_seqscan = off")
-        return "\n".join(row[0] for row in conn.exec_driver_sql(f"EXPLAIN {query}").all())
+        rows = conn.exec_driver_sql(f"EXPLAIN {query}", parameters or None).all()
+        return "\n".join(row[0] for row in rows)
 
 
 def index_names(engine: Engine) -> set[str]:
@@ -75,14 +76,7 @@ def test_browsing_failed_messages_uses_the_status_index(
     finally:
         event.remove(engine, "before_cursor_execute", capture)
     [(query, parameters)] = [(q, p) for q, p in captured if "hl7_messages" in q]
-    with engine.connect() as conn:
-        if engine.dialect.name == "sqlite":
-            rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}", parameters).all()
-            shown = "\n".join(str(row[-1]) for row in rows)
-        else:
-            conn.exec_driver_sql("SET enable_seqscan = off")
-            rows = conn.exec_driver_sql(f"EXPLAIN {query}", parameters).all()
-            shown = "\n".join(row[0] for row in rows)
+    shown = plan(engine, query, parameters)
     assert "ix_hl7_messages_status_received" in shown, shown
 
 
