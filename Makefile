@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 help:
 	@echo "make serve   - start the bridge on the embedded default (SQLite, ./var)"
 	@echo "make test    - run the whole test suite (installs dcmtk and orthanc when missing and apt is available)"
-	@echo "make lint    - ruff and mypy"
+	@echo "make lint    - ruff, mypy and the import contracts (lint-imports)"
 	@echo "make bench   - run the benchmarks in bench/"
 	@echo "make lock    - refresh constraints.txt from pyproject.toml"
 
@@ -32,6 +32,7 @@ test: $(STAMP) peers
 lint: $(STAMP)
 	$(BIN)/ruff check bridge tests bench
 	$(BIN)/mypy bridge
+	$(BIN)/lint-imports --no-cache
 
 bench: $(STAMP) peers
 	$(BIN)/python bench/hl7_ingest.py

@@ -90,7 +90,7 @@ def bridge_process(data_dir: Path, database_url: str | None = None,
         env["BRIDGE_DATABASE_URL"] = database_url
     data_dir.mkdir(parents=True, exist_ok=True)
     log = (data_dir / "bridge.log").open("wb")  # a pipe nobody reads would block the bridge
-    proc = subprocess.Popen([sys.executable, "-m", "bridge.cli", "serve"], env=env, cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "bridge", "serve"], env=env, cwd=ROOT,
                             stderr=log)
     try:
         wait_for_port(ports["http"], 60, proc)

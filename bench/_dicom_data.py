@@ -328,7 +328,7 @@ def order_message(*, run: str, accession: str, study_uid: str) -> bytes:
 
 
 def schedule_order(mllp_port: int, *, run: str, accession: str, study_uid: str) -> None:
-    from bridge.adapters.mllp_client import MLLPClient
+    from bridge.clients.mllp import MLLPClient
 
     with MLLPClient("127.0.0.1", mllp_port) as client:
         ack = client.send(order_message(run=run, accession=accession, study_uid=study_uid))

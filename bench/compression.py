@@ -13,7 +13,7 @@ Series (synthetic but shaped like the real thing, not random noise and not flat)
 Per codec (JPEG-LS, JPEG 2000, RLE, through the bridge's own :mod:`bridge.storage.codecs`):
 ratio (native pixel bytes ÷ encoded), encode MB/s and decode MB/s (of native pixel data),
 and the bridge's whole replacement of one stored file (read, encode, write + fsync, read
-back, decode, compare, rename: :func:`bridge.services.compression_files.prepare_replacement`)
+back, decode, compare, rename: :func:`bridge.services.compression.replace.prepare_replacement`)
 in MB/s. Uncompressed storage: write + fsync of the native Part 10 files, MB/s. One core is
 used throughout (the bridge compresses one object at a time).
 
@@ -39,7 +39,7 @@ from pydicom.uid import generate_uid
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import log, machine
-from bridge.services.compression_files import Candidate, prepare_replacement
+from bridge.services.compression.replace import Candidate, prepare_replacement
 from bridge.storage import codecs
 from tests.dicom_factories import ct_slice
 

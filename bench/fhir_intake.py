@@ -63,10 +63,10 @@ MODALITIES = ("CT", "MR", "US", "DX")
 #: yet (the same Bridge, listeners and settings otherwise).
 _SERVE_WITH_FHIR = r"""
 import asyncio
-import bridge.app as composition
+import bridge.app.runtime as composition
 from bridge.adapters.http import routes_fhir
-from bridge.config import load_settings
-from bridge.logging_setup import configure_logging
+from bridge.config.settings import load_settings
+from bridge.app.logging_setup import configure_logging
 
 made = composition.create_app
 
@@ -216,7 +216,7 @@ def bridge_with_fhir(data_dir: Path, database_url: str) -> Iterator[dict[str, in
 
 def make_token(data_dir: Path, database_url: str) -> str:
     env = {**os.environ, "BRIDGE_DATA_DIR": str(data_dir), "BRIDGE_DATABASE_URL": database_url}
-    done = subprocess.run([sys.executable, "-m", "bridge.cli", "token", "create", "--role",
+    done = subprocess.run([sys.executable, "-m", "bridge", "token", "create", "--role",
                            "integration", "--name", "fhir bench"], env=env, cwd=ROOT,
                           capture_output=True, check=True)
     return done.stdout.decode().strip().splitlines()[-1]

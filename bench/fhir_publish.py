@@ -68,7 +68,7 @@ from bench._dicom_data import (
     storescu_send,
     write_ct_study,
 )
-from bridge.services.fhir_publish import enqueue_publication
+from bridge.services.fhir.publish import enqueue_publication
 from bridge.store.db import make_engine, make_session_factory
 from tests.fhir_peer import SekmetPeer, running_sekmet
 

@@ -23,11 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy.orm import sessionmaker
 
-from bridge.config import Settings
-from bridge.mapping.ack import AckContext
-from bridge.mapping.hl7_message import HL7Message, choose_charset, decode, read_raw_header
-from bridge.mapping.tables import load_hl7_tables
-from bridge.services.hl7_ingest import HL7Ingest, Inbound
+from bridge.config.settings import Settings
+from bridge.mapping.hl7.ack import AckContext
+from bridge.mapping.hl7.message import HL7Message, choose_charset, decode, read_raw_header
+from bridge.mapping.hl7.tables import load_hl7_tables
+from bridge.services.hl7.ingest import HL7Ingest, Inbound
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "hl7"
 DEFAULT_FIXTURES = ("orm_o01_nw.hl7", "adt_a01_utf8.hl7", "omi_o23_three_ipc.hl7")

@@ -117,8 +117,8 @@ def cli_import(label: str, folder: Path, files: Sequence[Path], workdir: Path,
 def in_process_import(label: str, folder: Path, files: Sequence[Path], workdir: Path,
                       pg: str | None) -> Row:
     """The importer called directly: the steady rate, without the CLI's start-up."""
-    from bridge.config import load_settings
-    from bridge.services.archive_store import ArchiveStore
+    from bridge.config.settings import load_settings
+    from bridge.services.archive.store import ArchiveStore
     from bridge.services.legacy_import import build_importer, walk
     from bridge.store.db import make_session_factory
     from bridge.store.migrate import upgrade

@@ -61,9 +61,9 @@ from bench._common import (
     wait_for_port,
 )
 from bench._raw_find import RawFindClient
-from bridge.mapping.worklist_dataset import ResponseOptions, build_identifier
-from bridge.mapping.worklist_query import parse_worklist_query
-from bridge.services.worklist import find_worklist
+from bridge.mapping.worklist.dataset import ResponseOptions, build_identifier
+from bridge.mapping.worklist.query import parse_worklist_query
+from bridge.services.worklist.query import find_worklist
 from bridge.store.db import make_engine, make_session_factory
 from bridge.store.migrate import upgrade
 from tests.worklist_factories import (

@@ -44,9 +44,9 @@ from bench._common import (
     print_header,
     scratch_database,
 )
-from bridge.config import Settings, load_settings
-from bridge.services.archive_store import ArchiveStore, Arrival
-from bridge.storage.blobs import open_longterm_store
+from bridge.config.settings import Settings, load_settings
+from bridge.services.archive.store import ArchiveStore, Arrival
+from bridge.storage.blobs.factory import open_longterm_store
 from bridge.storage.migration import LongtermMigration
 from bridge.store.archive_models import Instance, Study
 from bridge.store.db import make_engine, make_session_factory

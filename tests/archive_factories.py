@@ -26,7 +26,7 @@ from pydicom.uid import (
 from sqlalchemy import insert, update
 from sqlalchemy.orm import Session
 
-from bridge.mapping.dicom_text import UTF8_TERM
+from bridge.mapping.dicom.charset import UTF8_TERM
 from bridge.store.archive_models import MATCHED, QUEUED, Instance, Series, Study
 from bridge.store.models import Order, Patient, PatientIdentifier, table_of, utcnow
 

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.config import Settings, load_settings
+from bridge.config.settings import Settings, load_settings
 from bridge.store.db import make_engine, make_session_factory
 from bridge.store.migrate import upgrade
 from tests.peer_process import free_port  # noqa: F401 (tests import it from here)

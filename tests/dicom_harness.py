@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.adapters.dicom.server import DEFAULT_SERVICES, DicomServer, start_dicom_server
 from bridge.adapters.dicom.service import DicomService, ServiceFactory
-from bridge.config import Settings
+from bridge.config.settings import Settings
 from tests.conftest import require_tool
 
 #: Starts a server; keyword arguments override settings (``dicom_peers=...``).

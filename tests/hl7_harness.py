@@ -10,12 +10,12 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.adapters.mllp import MLLPServer
-from bridge.app import Bridge
-from bridge.config import Settings
-from bridge.mapping.tables import load_hl7_tables
-from bridge.services.hl7_ingest import HL7Ingest
-from bridge.services.hl7_intake import HL7Intake
+from bridge.adapters.mllp.server import MLLPServer
+from bridge.app.runtime import Bridge
+from bridge.config.settings import Settings
+from bridge.mapping.hl7.tables import load_hl7_tables
+from bridge.services.hl7.ingest import HL7Ingest
+from bridge.services.hl7.intake import HL7Intake
 
 
 @dataclass
@@ -32,7 +32,7 @@ def make_ingest(settings: Settings, sessions: sessionmaker[Session], *,
 @contextmanager
 def running_mllp(settings: Settings, sessions: sessionmaker[Session],
                  *, max_message_bytes: int | None = None) -> Iterator[RunningMLLP]:
-    """The same wiring as ``bridge.app.Bridge``, on an event loop in a background thread."""
+    """The same wiring as ``bridge.app.runtime.Bridge``, on an event loop in a background thread."""
     ingest = make_ingest(settings, sessions)
     writer = HL7Intake(ingest, batch_max=64, linger=settings.hl7_batch_linger_ms / 1000,
                        expected=lambda: server.connections)
@@ -58,7 +58,7 @@ def running_mllp(settings: Settings, sessions: sessionmaker[Session],
 
 @contextmanager
 def running_bridge(settings: Settings) -> Iterator[Bridge]:
-    """The whole bridge (``bridge.app.Bridge``: MLLP, DICOM, HTTP, scheduler, job worker)
+    """The whole bridge (``bridge.app.runtime.Bridge``: MLLP, DICOM, HTTP, scheduler, job worker)
     on an event loop in a background thread; its ports are on the returned object."""
     bridge = Bridge(settings)
     loop = asyncio.new_event_loop()

@@ -14,7 +14,7 @@ import uvicorn
 from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.services.tokens import create_token
+from bridge.services.auth.tokens import create_token
 from tests.conftest import free_port
 
 #: The roles :func:`make_tokens` makes a token for, lowest first.

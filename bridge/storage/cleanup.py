@@ -33,7 +33,7 @@ from typing import Any
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.config import Settings
+from bridge.config.settings import Settings
 from bridge.jobs.queue import as_utc
 from bridge.store.archive_models import STABLE, Instance, Series, Study
 from bridge.store.fhir_models import SyncState

@@ -1,6 +1,6 @@
 """Lossless pixel data codecs: encode a stored object's native pixel data as JPEG-LS, JPEG 2000
 or RLE lossless, decode it again, and prove the two are the same bits. Pure (no file I/O):
-the caller reads and writes files (:mod:`bridge.services.compression`).
+the caller reads and writes files (:mod:`bridge.services.compression.compressor`).
 
 Encoders are pydicom 3's (``Dataset.compress``) with the plugins installed here: pyjpegls
 (CharLS) for JPEG-LS, pylibjpeg-openjpeg for JPEG 2000, pylibjpeg-rle for RLE.

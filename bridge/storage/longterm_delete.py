@@ -1,5 +1,5 @@
 """Removing a deleted study's long-term copies: a durable job per tier location, queued by
-:func:`bridge.services.archive_admin.delete_study` in the deleting transaction, so a store
+:func:`bridge.services.archive.admin.delete_study` in the deleting transaction, so a store
 that is down now only delays the removal (retried with back-off) and nothing is forgotten.
 Progress is checkpointed: a rerun does not ask again for keys already removed."""
 
@@ -10,12 +10,13 @@ import threading
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.config import Settings
+from bridge.config.settings import Settings
 from bridge.errors import Transient
 from bridge.jobs import queue
 from bridge.jobs.queue import ClaimedJob, RetryPolicy
 from bridge.jobs.worker import Interrupted
-from bridge.storage.blobs import BlobStoreError, open_store
+from bridge.storage.blobs.factory import open_store
+from bridge.storage.blobs.protocol import BlobStoreError
 
 log = logging.getLogger("bridge.storage")
 

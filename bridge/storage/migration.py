@@ -20,7 +20,7 @@ the upload would only be needed if keys were random (to find orphans); here it w
 transaction per object for nothing. Uniqueness comes from ``(instance_id, tier)``: a
 re-copy updates the row, and two runs racing on one instance end with one row.
 
-The store being down (:class:`~bridge.storage.blobs.StoreUnavailable`) stops the run at
+The store being down (:class:`~bridge.storage.blobs.protocol.StoreUnavailable`) stops the run at
 once: nothing is marked or deleted, the error is logged (store, action and key: UIDs, never
 patient data) and counted in ``bridge_longterm_failures_total{reason="unavailable"}``, and
 the next run tries again. A copy whose read-back does not match is recorded as failed on
@@ -46,9 +46,10 @@ from sqlalchemy import CursorResult, and_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.config import Settings
+from bridge.config.settings import Settings
 from bridge.jobs.scheduler import every
-from bridge.storage.blobs import BlobStore, BlobStoreError, StoreUnavailable, open_longterm_store
+from bridge.storage.blobs.factory import open_longterm_store
+from bridge.storage.blobs.protocol import BlobStore, BlobStoreError, StoreUnavailable
 from bridge.store.archive_models import STABLE, Instance, Study
 from bridge.store.models import table_of, utcnow
 from bridge.store.storage_models import LONGTERM, InstanceCopy

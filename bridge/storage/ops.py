@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.config import Settings
+from bridge.config.settings import Settings
 from bridge.errors import NotFound
-from bridge.storage.blobs import open_longterm_store
+from bridge.storage.blobs.factory import open_longterm_store
 from bridge.storage.cleanup import CleanupReport, CopyProbe, OnlineCleanup
 from bridge.storage.migration import LongtermMigration, MigrationReport
 from bridge.storage.reader import reader_for

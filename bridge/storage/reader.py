@@ -47,17 +47,11 @@ from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import and_, exists, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.config import Settings
+from bridge.config.settings import Settings
 from bridge.errors import NotFound
-from bridge.services.received_file import fsync_dir, sha256_of
-from bridge.storage.blobs import (
-    BlobMissing,
-    BlobStore,
-    BlobStoreError,
-    StoreUnavailable,
-    open_longterm_store,
-    open_store,
-)
+from bridge.storage.blobs.factory import open_longterm_store, open_store
+from bridge.storage.blobs.protocol import BlobMissing, BlobStore, BlobStoreError, StoreUnavailable
+from bridge.storage.durable import fsync_dir, sha256_of
 from bridge.store.archive_models import Instance, Study
 from bridge.store.models import table_of, utcnow
 from bridge.store.storage_models import LONGTERM, ONLINE, InstanceCopy
@@ -100,7 +94,7 @@ class InstanceRef:
 
 
 def ref_of(instance: Any) -> InstanceRef:
-    """From an ORM ``Instance`` row, a :class:`~bridge.services.archive_query.StoredInstance`
+    """From an ORM ``Instance`` row, a :class:`~bridge.services.archive.query.StoredInstance`
     (``pk``/``study_pk``), or an :class:`InstanceRef`."""
     if isinstance(instance, InstanceRef):
         return instance

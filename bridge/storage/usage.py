@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.config import Settings
+from bridge.config.settings import Settings
 from bridge.jobs.queue import as_utc
 from bridge.store.archive_models import STABLE, Instance, Series, Study
 from bridge.store.models import table_of, utcnow

@@ -1,0 +1,6 @@
+"""The database: SQLAlchemy models per capability (:mod:`.models` for patients, orders, the
+message log and tokens; :mod:`.archive_models`, :mod:`.fhir_models`, :mod:`.storage_models`,
+:mod:`.import_models`), engines and sessions (:mod:`.db`), raw statements for the hot paths
+(:mod:`.fast_sql`) and Alembic migrations (:mod:`.migrate`). May import: nothing of the
+bridge but itself.
+"""

@@ -121,7 +121,8 @@ class Instance(Base):
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     #: Set when online cleanup removed the file; the bytes are then only in other tiers.
     online_removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    #: Lossless compression (:mod:`bridge.services.compression`): the file as received had
+    #: Lossless compression (:mod:`bridge.services.compression.compressor`): the file as
+    #: received had
     #: this size and transfer syntax; ``size``/``sha256``/``transfer_syntax_uid`` now describe
     #: the compressed file (ratio = original_size / size). None while never compressed.
     original_size: Mapped[int | None] = mapped_column(BigInteger)

@@ -16,9 +16,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.adapters.mllp_client import MLLPClient
-from bridge.config import DicomPeer, ForwardRule, Settings
-from bridge.services.tokens import create_token
+from bridge.clients.mllp import MLLPClient
+from bridge.config.settings import DicomPeer, ForwardRule, Settings
+from bridge.services.auth.tokens import create_token
 from bridge.store.archive_models import Study
 from tests.conftest import hl7_fixture, require_tool
 from tests.dicom_factories import write_series

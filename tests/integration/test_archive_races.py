@@ -17,12 +17,12 @@ from sqlalchemy import Connection, Engine, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.config import Settings
-from bridge.mapping.dicom_index import IndexValues, read_index_values
-from bridge.services.archive_admin import delete_study
-from bridge.services.archive_store import ArchiveStore, Arrival, Stored, _IndexJob, _Placed
-from bridge.services.received_file import read_received
-from bridge.services.study_stability import mark_stable_studies
+from bridge.config.settings import Settings
+from bridge.mapping.dicom.index_values import IndexValues, read_index_values
+from bridge.services.archive.admin import delete_study
+from bridge.services.archive.received import read_received
+from bridge.services.archive.stability import mark_stable_studies
+from bridge.services.archive.store import ArchiveStore, Arrival, Stored, _IndexJob, _Placed
 from bridge.store.archive_models import Instance, Study, StudyEvent
 from bridge.store.models import utcnow
 from tests.dicom_factories import write_series

@@ -10,9 +10,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.config import Settings
+from bridge.config.settings import Settings
 from bridge.errors import Rejected
-from bridge.services.archive_store import ArchiveStore, Arrival
+from bridge.services.archive.store import ArchiveStore, Arrival
 from bridge.store.archive_models import Instance, Study
 from bridge.store.models import Patient
 from tests.dicom_factories import write_series

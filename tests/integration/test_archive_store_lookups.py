@@ -15,9 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.adapters.dicom.storage_scp import storage_service
-from bridge.config import Settings
+from bridge.config.settings import Settings
 from bridge.errors import Conflict
-from bridge.services.archive_store import ArchiveStore, Arrival, DuplicateInstance
+from bridge.services.archive.store import ArchiveStore, Arrival, DuplicateInstance
 from bridge.store.archive_models import Instance, Series, Study
 from tests.dicom_factories import UID_ROOT, ct_slice
 

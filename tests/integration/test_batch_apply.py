@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.config import Settings
-from bridge.services import batch_apply
-from bridge.services.hl7_ingest import Inbound
+from bridge.config.settings import Settings
+from bridge.services.hl7 import batch_apply
+from bridge.services.hl7.ingest import Inbound
 from bridge.store.db import make_engine, make_session_factory
 from bridge.store.migrate import upgrade
 from bridge.store.models import Order, Patient, PatientIdentifier, ProcedureStep

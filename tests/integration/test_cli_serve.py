@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import FIXTURES, free_port, require_tool
 
-BRIDGE = [sys.executable, "-m", "bridge.cli"]
+BRIDGE = [sys.executable, "-m", "bridge"]
 COMMANDS = [[], ["serve"], ["migrate"], ["token"], ["token", "create"], ["worklist"],
             ["worklist", "list"], ["hl7"], ["hl7", "send"], ["version"]]
 

@@ -30,19 +30,19 @@ from pydicom.uid import (
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.config import DicomPeer, Settings
+from bridge.config.settings import DicomPeer, Settings
 from bridge.jobs.queue import ClaimedJob
-from bridge.mapping.compression_rules import parse_compression_rules
-from bridge.services.archive_store import ArchiveStore, Arrival
-from bridge.services.compression import COMPRESSED_EVENT, Compressor
-from bridge.services.compression_files import (
+from bridge.mapping.compression.rules import parse_compression_rules
+from bridge.services.archive.store import ArchiveStore, Arrival
+from bridge.services.auth.tokens import create_token
+from bridge.services.compression.compressor import COMPRESSED_EVENT, Compressor
+from bridge.services.compression.replace import (
     Candidate,
     commit_replacement,
     orphans,
     prepare_replacement,
     remove_unreferenced,
 )
-from bridge.services.tokens import create_token
 from bridge.store.archive_models import Instance, Study, StudyEvent
 from bridge.store.models import utcnow
 from tests.conftest import free_port, require_tool

@@ -26,9 +26,9 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossl
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.adapters.http import dicomweb_qido
 from bridge.adapters.http.app import create_app
-from bridge.config import Settings
+from bridge.adapters.http.dicomweb import qido as dicomweb_qido
+from bridge.config.settings import Settings
 from bridge.store.archive_models import Instance, Study
 from bridge.store.models import Patient
 from tests.conftest import require_tool

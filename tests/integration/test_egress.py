@@ -27,9 +27,9 @@ from pydicom.uid import (
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.mapping.dicom_patch import RequestAttributes, SubjectValues
-from bridge.mapping.worklist_dataset import Code
-from bridge.services.egress import (
+from bridge.mapping.dicom.patch import RequestAttributes, SubjectValues
+from bridge.mapping.worklist.dataset import Code
+from bridge.services.egress.objects import (
     StoredFile,
     egress_dataset,
     egress_stream,

@@ -18,9 +18,9 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.adapters.http import routes_fhir
 from bridge.adapters.http.app import create_app
-from bridge.config import Settings, load_settings
+from bridge.adapters.http.fhir import routes as routes_fhir
+from bridge.config.settings import Settings, load_settings
 from bridge.domain import (
     CodedValue,
     Identifier,
@@ -31,9 +31,9 @@ from bridge.domain import (
     StepData,
     StepStatus,
 )
-from bridge.mapping.fhir_version import check_resource
-from bridge.services.fhir_resources import apply_service_request
-from bridge.services.orders import OrderPolicy, apply_order_command
+from bridge.mapping.fhir.version import check_resource
+from bridge.services.fhir.resources import apply_service_request
+from bridge.services.worklist.orders import OrderPolicy, apply_order_command
 from bridge.store.fhir_models import FhirSource
 from bridge.store.models import Order, Patient, PatientIdentifier, ProcedureStep
 from tests.archive_factories import archive_study

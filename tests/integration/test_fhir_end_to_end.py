@@ -14,8 +14,8 @@ import pydicom
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.config import Settings
-from bridge.services.tokens import create_token
+from bridge.config.settings import Settings
+from bridge.services.auth.tokens import create_token
 from tests.conftest import require_tool
 from tests.dicom_factories import write_series
 from tests.fhir_peer import running_sekmet

@@ -27,21 +27,22 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.adapters.http.app import create_app
-from bridge.config import Settings, load_settings
+from bridge.config.settings import Settings, load_settings
 from bridge.domain import Identifier, PatientData
 from bridge.errors import Conflict, NotFound, Rejected, Transient
 from bridge.jobs import queue
 from bridge.jobs.queue import ClaimedJob
 from bridge.jobs.worker import JobWorker
-from bridge.services.archive_admin import delete_study
-from bridge.services.archive_store import ArchiveStore
-from bridge.services.fhir_imaging import (
+from bridge.services.archive.admin import delete_study
+from bridge.services.archive.stability import mark_stable_studies
+from bridge.services.archive.store import ArchiveStore
+from bridge.services.fhir.imaging import (
     endpoint_resource,
     imaging_study_for,
     search_imaging_studies,
     study_id_of,
 )
-from bridge.services.fhir_publish import (
+from bridge.services.fhir.publish import (
     FHIR_PUBLISH_QUEUE,
     PUBLISHED_EVENT,
     MergeWatch,
@@ -49,8 +50,7 @@ from bridge.services.fhir_publish import (
     enqueue_publication,
     retry_policy,
 )
-from bridge.services.patients import merge_patients
-from bridge.services.study_stability import mark_stable_studies
+from bridge.services.patients.mpi import merge_patients
 from bridge.store.archive_models import AuditRecord, Job, Study, StudyEvent
 from bridge.store.models import Patient, utcnow
 from tests.archive_factories import ArchivedStudy, SeriesPlan, Source, archive_study

@@ -22,12 +22,12 @@ from pydicom.uid import generate_uid
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.adapters.http import routes_jobs
+from bridge.adapters.http.api import jobs as routes_jobs
 from bridge.adapters.http.app import create_app
-from bridge.config import DicomPeer, ForwardRule, Settings, load_settings
+from bridge.config.settings import DicomPeer, ForwardRule, Settings, load_settings
 from bridge.jobs import queue
 from bridge.jobs.worker import JobWorker
-from bridge.services.forwarding import (
+from bridge.services.archive.forwarding import (
     FORWARD_QUEUE,
     ForwardHandler,
     enqueue_forwards,

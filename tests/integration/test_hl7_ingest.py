@@ -7,10 +7,10 @@ import threading
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.config import Settings
+from bridge.config.settings import Settings
 from bridge.domain import Identifier
-from bridge.services.hl7_ingest import HL7Ingest, Inbound
-from bridge.services.patients import resolve_patient
+from bridge.services.hl7.ingest import HL7Ingest, Inbound
+from bridge.services.patients.mpi import resolve_patient
 from bridge.store.models import HL7Message, Order, Patient, PatientIdentifier, ProcedureStep
 from tests.conftest import hl7_fixture
 from tests.hl7_harness import make_ingest

@@ -20,11 +20,11 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.adapters.http.app import create_app
-from bridge.config import Settings
+from bridge.config.settings import Settings
 from bridge.errors import ANSWERS
-from bridge.mapping.tables import load_hl7_tables
-from bridge.services.hl7_ingest import HL7Ingest
-from bridge.services.tokens import revoke_token
+from bridge.mapping.hl7.tables import load_hl7_tables
+from bridge.services.auth.tokens import revoke_token
+from bridge.services.hl7.ingest import HL7Ingest
 from bridge.store.models import ApiToken, HL7Message, Order, ProcedureStep
 from tests.conftest import hl7_fixture
 from tests.http_harness import Api, make_tokens, running_api, serve

@@ -1,4 +1,4 @@
-"""API tokens (bridge.services.tokens) on SQLite and PostgreSQL."""
+"""API tokens (bridge.services.auth.tokens) on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.errors import MappingFailed, NotFound
-from bridge.services.tokens import authenticate, create_token, revoke_token, role_allows
+from bridge.services.auth.tokens import authenticate, create_token, revoke_token, role_allows
 from bridge.store.models import ApiToken
 
 

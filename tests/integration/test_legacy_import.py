@@ -20,10 +20,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine, inspect, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.adapters.mllp_client import MLLPClient
-from bridge.config import PROJECT_ROOT, Settings
-from bridge.import_sources import ImportSource
-from bridge.services.archive_store import ArchiveStore
+from bridge.clients.mllp import MLLPClient
+from bridge.config.import_sources import ImportSource
+from bridge.config.settings import PROJECT_ROOT, Settings
+from bridge.services.archive.store import ArchiveStore
 from bridge.services.legacy_import import (
     FolderWatch,
     ImportReport,

@@ -8,8 +8,8 @@ import threading
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.adapters.mllp_client import MLLPClient, ack_code
-from bridge.config import Settings
+from bridge.clients.mllp import MLLPClient, ack_code
+from bridge.config.settings import Settings
 from bridge.store.models import HL7Message, Order, Patient
 from tests.conftest import hl7_fixture
 from tests.hl7_harness import running_mllp

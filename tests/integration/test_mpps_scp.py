@@ -17,7 +17,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.config import Settings
+from bridge.config.settings import Settings
 from bridge.store.models import Order, PerformedProcedureStep, ProcedureStep
 from tests.dicom_harness import dicom_servers
 from tests.worklist_factories import schedule

@@ -11,7 +11,7 @@ from alembic import command
 from sqlalchemy import Engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.services.message_log import list_messages
+from bridge.services.hl7.message_log import list_messages
 from bridge.store.migrate import alembic_config, upgrade
 
 pytestmark = pytest.mark.integration

@@ -36,10 +36,10 @@ from bridge.adapters.dicom.qr_scp import query_retrieve_service
 from bridge.adapters.dicom.server import DEFAULT_SERVICES, verification_service
 from bridge.adapters.dicom.service import DicomService
 from bridge.adapters.dicom.storage_scp import storage_service
-from bridge.config import DicomPeer, Settings
-from bridge.mapping.archive_query import ArchiveQuery, Level
-from bridge.mapping.worklist_query import Range, TextMatch
-from bridge.services import archive_query
+from bridge.config.settings import DicomPeer, Settings
+from bridge.mapping.dicom.qr_query import ArchiveQuery, Level
+from bridge.mapping.worklist.query import Range, TextMatch
+from bridge.services.archive import query as archive_query
 from bridge.store.db import read_session
 from bridge.store.models import Patient
 from tests.archive_factories import (
@@ -580,7 +580,7 @@ def test_the_applications_services_answer_worklist_query_and_get(
     archive: Archive, settings: Settings, session_factory: sessionmaker[Session],
     tmp_path: Path,
 ) -> None:
-    """As ``bridge.app`` composes them: worklist and Q/R share C-FIND (dispatched by SOP
+    """As ``bridge.app.runtime`` composes them: worklist and Q/R share C-FIND (dispatched by SOP
     class), and the storage service's contexts carry the SCU role C-GET needs."""
     with dicom_servers(settings, session_factory, services=(
             *DEFAULT_SERVICES, storage_service, query_retrieve_service)) as start:

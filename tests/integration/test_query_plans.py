@@ -15,8 +15,8 @@ import pytest
 from pydicom.dataset import Dataset
 from sqlalchemy import Engine, text
 
-from bridge.mapping.worklist_query import WorklistQuery, parse_worklist_query
-from bridge.services.worklist import worklist_statement
+from bridge.mapping.worklist.query import WorklistQuery, parse_worklist_query
+from bridge.services.worklist.query import worklist_statement
 from tests.worklist_factories import BulkPlan, bulk_patient_id, bulk_schedule, bulk_station
 
 pytestmark = pytest.mark.integration

@@ -14,14 +14,14 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.adapters.fhir_client import FhirClient
 from bridge.adapters.http.app import create_app
-from bridge.config import Settings
+from bridge.clients.fhir import FhirClient
+from bridge.config.settings import Settings
 from bridge.errors import Rejected, Transient
 from bridge.jobs import queue
-from bridge.jobs.registry_poll import RegistryPoller
 from bridge.jobs.scheduler import make_scheduler
-from bridge.services.registry_sync import (
+from bridge.services.fhir.registry_poll import RegistryPoller
+from bridge.services.fhir.registry_sync import (
     IMPORT_QUEUE,
     RegistryImportHandler,
     RegistrySync,

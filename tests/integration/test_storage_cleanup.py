@@ -19,9 +19,9 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.config import Settings, load_settings
+from bridge.config.settings import Settings, load_settings
 from bridge.errors import Conflict
-from bridge.services.archive_admin import LONGTERM_DELETE_QUEUE, delete_study
+from bridge.services.archive.admin import LONGTERM_DELETE_QUEUE, delete_study
 from bridge.storage.cleanup import OnlineCleanup, StoreUnavailable, last_cleanup
 from bridge.storage.retention import retention_policy
 from bridge.store.archive_models import Instance, Job, Study

@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.config import Settings
-from bridge.services.tokens import create_token
+from bridge.config.settings import Settings
+from bridge.services.auth.tokens import create_token
 from bridge.store.archive_models import Instance, Study
 from bridge.store.storage_models import InstanceCopy, StorageDeletion
 from tests.conftest import require_tool

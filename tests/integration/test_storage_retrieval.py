@@ -18,8 +18,8 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.config import DicomPeer, Settings
-from bridge.services.tokens import create_token
+from bridge.config.settings import DicomPeer, Settings
+from bridge.services.auth.tokens import create_token
 from bridge.store.archive_models import Instance, Study
 from bridge.store.models import utcnow
 from tests.conftest import require_tool

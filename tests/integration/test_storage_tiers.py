@@ -25,9 +25,10 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.config import Settings
-from bridge.services.archive_store import ArchiveStore, Arrival
-from bridge.storage.blobs import BlobStore, open_longterm_store
+from bridge.config.settings import Settings
+from bridge.services.archive.store import ArchiveStore, Arrival
+from bridge.storage.blobs.factory import open_longterm_store
+from bridge.storage.blobs.protocol import BlobStore
 from bridge.storage.migration import LongtermMigration
 from bridge.storage.reader import InstanceReader, NoIntactCopy, recall_study
 from bridge.store.archive_models import Instance, Study
@@ -247,8 +248,8 @@ def test_store_down_leaves_the_study_unmarked_and_a_later_run_completes(
 
 _MIGRATE = """
 import sys
-from bridge.config import load_settings
-from bridge.storage.blobs import open_longterm_store
+from bridge.config.settings import load_settings
+from bridge.storage.blobs.factory import open_longterm_store
 from bridge.storage.migration import LongtermMigration
 from bridge.store.db import make_engine, make_session_factory
 settings = load_settings()

@@ -11,11 +11,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.adapters.http.app import create_app
-from bridge.config import Settings
-from bridge.jobs.study_watch import StudyWatch
-from bridge.mapping.reconcile_policy import load_reconcile_policy
-from bridge.services.archive_store import ArchiveStore, Arrival
-from bridge.services.study_stability import mark_stable_studies
+from bridge.config.settings import Settings
+from bridge.mapping.dicom.reconciliation import load_reconcile_policy
+from bridge.services.archive.stability import mark_stable_studies
+from bridge.services.archive.store import ArchiveStore, Arrival
+from bridge.services.archive.watch import StudyWatch
 from bridge.store.archive_models import AuditRecord, Instance, Study, StudyEvent
 from bridge.store.models import utcnow
 from tests.dicom_factories import write_series
@@ -151,7 +151,7 @@ def test_queue_lists_assigns_and_rejects_with_audit(
 
 
 def test_peers_are_listed(settings: Settings, session_factory: sessionmaker[Session]) -> None:
-    from bridge.config import DicomPeer
+    from bridge.config.settings import DicomPeer
 
     configured = settings.model_copy(update={"dicom_strict_peers": True, "dicom_peers": (
         DicomPeer(ae_title="CT1", host="127.0.0.1", port=104, role="scu",

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.adapters.dicom import find_transport
-from bridge.config import DicomPeer, Settings
+from bridge.config.settings import DicomPeer, Settings
 from bridge.store.models import Order, Patient, ProcedureStep
 from tests.dicom_harness import (
     StartServer,

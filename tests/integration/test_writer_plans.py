@@ -17,8 +17,8 @@ import pytest
 from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.config import Settings
-from bridge.services.hl7_ingest import Inbound
+from bridge.config.settings import Settings
+from bridge.services.hl7.ingest import Inbound
 from bridge.store.fast_sql import driver
 from tests.conftest import hl7_fixture
 from tests.hl7_harness import make_ingest

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bridge.errors import MappingFailed
-from bridge.mapping.ack import AckContext, build_ack, erl, escape, wants_ack
+from bridge.mapping.hl7.ack import AckContext, build_ack, erl, escape, wants_ack
 from tests.unit.test_hl7_message import message
 
 

@@ -8,7 +8,14 @@ from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
 from bridge.errors import MappingFailed
-from bridge.mapping.archive_dataset import (
+from bridge.mapping.dicom.qr_query import (
+    Level,
+    Model,
+    RetrieveKeys,
+    parse_find_identifier,
+    parse_retrieve_identifier,
+)
+from bridge.mapping.dicom.qr_results import (
     InstanceRecord,
     PatientRecord,
     PatientValues,
@@ -17,15 +24,8 @@ from bridge.mapping.archive_dataset import (
     build_find_response,
     record_values,
 )
-from bridge.mapping.archive_query import (
-    Level,
-    Model,
-    RetrieveKeys,
-    parse_find_identifier,
-    parse_retrieve_identifier,
-)
-from bridge.mapping.worklist_dataset import ResponseOptions
-from bridge.mapping.worklist_query import Range, ReturnKey, TextMatch
+from bridge.mapping.worklist.dataset import ResponseOptions
+from bridge.mapping.worklist.query import Range, ReturnKey, TextMatch
 
 STUDY_ROOT, PATIENT_ROOT = Model.STUDY_ROOT, Model.PATIENT_ROOT
 # Some identifiers here are deliberately invalid DICOM; pydicom warns as it reads them.

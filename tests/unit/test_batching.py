@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from bridge.services.batching import LoopBatcher
+from bridge.services.group_commit.loop import LoopBatcher
 
 
 def run(coro: object) -> object:

@@ -11,16 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import load_settings
-from bridge.storage.blobs import (
-    BlobMissing,
-    BlobStore,
-    StoreUnavailable,
-    open_longterm_store,
-    open_store,
-)
-from bridge.storage.file_backend import FileBlobStore
-from bridge.storage.s3_backend import MULTIPART_BYTES, S3BlobStore
+from bridge.config.settings import load_settings
+from bridge.storage.blobs.factory import open_longterm_store, open_store
+from bridge.storage.blobs.file_store import FileBlobStore
+from bridge.storage.blobs.protocol import BlobMissing, BlobStore, StoreUnavailable
+from bridge.storage.blobs.s3_store import MULTIPART_BYTES, S3BlobStore
 from tests.peer_process import free_port
 from tests.seaweed_peer import SeaweedPeer, s3_peer  # noqa: F401 (fixture)
 

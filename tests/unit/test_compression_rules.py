@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from bridge.config import PROJECT_ROOT
-from bridge.mapping.compression_rules import (
+from bridge.config.settings import PROJECT_ROOT
+from bridge.mapping.compression.rules import (
     CODEC_SYNTAXES,
     CompressionRuleError,
     load_compression_rules,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import ConfigError, load_settings
+from bridge.config.settings import ConfigError, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -90,7 +90,7 @@ def test_non_loopback_bind_needs_a_peer_allow_list(monkeypatch: pytest.MonkeyPat
 def test_the_example_environment_file_is_valid(monkeypatch: pytest.MonkeyPatch,
                                                tmp_path: Path) -> None:
     """bridge.env.example is what operators copy: every line must load."""
-    from bridge.config import PROJECT_ROOT
+    from bridge.config.settings import PROJECT_ROOT
 
     lines = (PROJECT_ROOT / "bridge.env.example").read_text().splitlines()
     values = dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))

@@ -12,13 +12,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 
-from bridge.mapping.archive_dataset import (
-    InstanceRecord,
-    PatientValues,
-    SeriesRecord,
-    StudyRecord,
-)
-from bridge.mapping.dicom_json import (
+from bridge.mapping.dicom.json_model import (
     STUDY_ATTRIBUTES,
     StowResult,
     dataset_json,
@@ -26,6 +20,12 @@ from bridge.mapping.dicom_json import (
     person_name,
     search_result,
     stow_response,
+)
+from bridge.mapping.dicom.qr_results import (
+    InstanceRecord,
+    PatientValues,
+    SeriesRecord,
+    StudyRecord,
 )
 
 STUDY = StudyRecord(

@@ -13,7 +13,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from bridge.mapping.dicom_patch import (
+from bridge.mapping.dicom.charset import undeclared_codec
+from bridge.mapping.dicom.patch import (
     COERCE,
     MODIFYING_SYSTEM,
     RequestAttributes,
@@ -21,8 +22,7 @@ from bridge.mapping.dicom_patch import (
     format_datetime,
     patch_header,
 )
-from bridge.mapping.dicom_text import undeclared_codec
-from bridge.mapping.worklist_dataset import Code
+from bridge.mapping.worklist.dataset import Code
 
 NOW = datetime(2026, 3, 14, 9, 26, 53, 589793, tzinfo=UTC)
 UKRAINIAN = "Ґалаґан^Єлизавета^Ївна"

@@ -8,7 +8,7 @@ import random
 import pytest
 from fastapi import HTTPException
 
-from bridge.adapters.http.dicomweb_common import (
+from bridge.adapters.http.dicomweb.common import (
     ANY_SYNTAX,
     DEFAULT_SYNTAX,
     parse_media_ranges,
@@ -17,7 +17,7 @@ from bridge.adapters.http.dicomweb_common import (
     require_octet_stream_accepted,
     wanted_dicom_syntaxes,
 )
-from bridge.adapters.http.dicomweb_multipart import (
+from bridge.adapters.http.dicomweb.multipart import (
     PART_END,
     MultipartError,
     MultipartParser,

@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 import bridge.errors as errors
-from bridge.config import PROJECT_ROOT
+from bridge.config.settings import PROJECT_ROOT
 
 IO_MODULES = {"socket", "sqlalchemy", "asyncio", "httpx", "pynetdicom", "fastapi", "uvicorn",
               "requests", "subprocess", "urllib", "bridge.store", "bridge.services",

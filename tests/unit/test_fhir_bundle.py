@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl as stdlib_parse_qsl
 import pytest
 
 from bridge.errors import Rejected
-from bridge.mapping.fhir_bundle import (
+from bridge.mapping.fhir.bundle import (
     parse_condition,
     parse_qsl,
     read_bundle,
@@ -18,8 +18,8 @@ from bridge.mapping.fhir_bundle import (
     searchset,
     split_url,
 )
-from bridge.mapping.fhir_outcome import operation_outcome
-from bridge.mapping.fhir_version import check_resource
+from bridge.mapping.fhir.outcome import operation_outcome
+from bridge.mapping.fhir.version import check_resource
 
 
 def entry(method: str, url: str, **extra: Any) -> dict[str, Any]:

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from bridge.adapters import fhir_client
-from bridge.adapters.fhir_client import ERROR_KINDS, FhirClient, translate_error
+from bridge.clients import fhir as fhir_client
+from bridge.clients.fhir import ERROR_KINDS, FhirClient, translate_error
 from bridge.errors import BridgeError, Conflict, MappingFailed, NotFound, Rejected, Transient
 
 BASE = "http://registry.test:8080/fhir"

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bridge.mapping.fhir_datatypes import (
+from bridge.mapping.fhir.datatypes import (
     drop_unreferenced_contained,
     fhir_datetime_to_local,
     human_name_to_pn,

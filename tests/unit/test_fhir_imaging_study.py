@@ -15,8 +15,8 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import CTImageStorage, MRImageStorage
 
 from bridge.errors import MappingFailed
-from bridge.mapping import fhir_imaging_study as fis
-from bridge.mapping.fhir_imaging_study import (
+from bridge.mapping.fhir import imaging_study as fis
+from bridge.mapping.fhir.imaging_study import (
     CodeValue,
     IdentifierValue,
     InstanceRecord,

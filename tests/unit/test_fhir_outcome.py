@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import PROJECT_ROOT
+from bridge.config.settings import PROJECT_ROOT
 from bridge.errors import (
     BridgeError,
     Conflict,
@@ -19,8 +19,8 @@ from bridge.errors import (
     Rejected,
     Transient,
 )
-from bridge.mapping.fhir_capability import capability_statement, domain_resources
-from bridge.mapping.fhir_outcome import (
+from bridge.mapping.fhir.capability import capability_statement, domain_resources
+from bridge.mapping.fhir.outcome import (
     InvalidCode,
     InvalidReference,
     NotAllowed,
@@ -28,9 +28,9 @@ from bridge.mapping.fhir_outcome import (
     UnsupportedFormat,
     outcome_for,
 )
-from bridge.mapping.fhir_search import SEARCH_PARAMS
-from bridge.mapping.fhir_tables import load_fhir_tables
-from bridge.mapping.fhir_version import check_resource, model_for
+from bridge.mapping.fhir.search import SEARCH_PARAMS
+from bridge.mapping.fhir.tables import load_fhir_tables
+from bridge.mapping.fhir.version import check_resource, model_for
 from bridge.mapping.tables import TableError
 
 

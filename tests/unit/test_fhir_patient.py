@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from bridge.config import PROJECT_ROOT
+from bridge.config.settings import PROJECT_ROOT
 from bridge.errors import MappingFailed
-from bridge.mapping.fhir_outcome import InvalidCode
-from bridge.mapping.fhir_patient import PatientView, patient_resource, read_patient
-from bridge.mapping.fhir_service_request import SourceRecord
-from bridge.mapping.fhir_tables import FhirTables, load_fhir_tables
-from bridge.mapping.fhir_version import check_resource
+from bridge.mapping.fhir.outcome import InvalidCode
+from bridge.mapping.fhir.patient import PatientView, patient_resource, read_patient
+from bridge.mapping.fhir.service_request import SourceRecord
+from bridge.mapping.fhir.tables import FhirTables, load_fhir_tables
+from bridge.mapping.fhir.version import check_resource
 
 V2 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 UPDATED = datetime(2031, 5, 1, 7, 0, tzinfo=UTC)

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bridge.errors import Rejected
-from bridge.mapping.fhir_search import MAX_COUNT, Bound, Token, date_bounds, parse_search
+from bridge.mapping.fhir.search import MAX_COUNT, Bound, Token, date_bounds, parse_search
 
 KYIV = ZoneInfo("Europe/Kyiv")
 

@@ -10,11 +10,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bridge.config import PROJECT_ROOT
+from bridge.config.settings import PROJECT_ROOT
 from bridge.domain import StepStatus
 from bridge.errors import Conflict, MappingFailed
-from bridge.mapping.fhir_outcome import InvalidCode
-from bridge.mapping.fhir_service_request import (
+from bridge.mapping.fhir.outcome import InvalidCode
+from bridge.mapping.fhir.service_request import (
     OrderView,
     SourceRecord,
     StepView,
@@ -22,8 +22,8 @@ from bridge.mapping.fhir_service_request import (
     read_service_request,
     service_request_resource,
 )
-from bridge.mapping.fhir_tables import FhirTables, load_fhir_tables
-from bridge.mapping.fhir_version import check_resource
+from bridge.mapping.fhir.tables import FhirTables, load_fhir_tables
+from bridge.mapping.fhir.version import check_resource
 
 KYIV = ZoneInfo("Europe/Kyiv")
 V2 = "http://terminology.hl7.org/CodeSystem/v2-0203"

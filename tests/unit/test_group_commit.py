@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from bridge.services.group_commit import GroupCommit
+from bridge.services.group_commit.threads import GroupCommit
 
 
 def test_a_lone_caller_runs_its_own_batch() -> None:

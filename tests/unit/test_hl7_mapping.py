@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import PROJECT_ROOT
+from bridge.config.settings import PROJECT_ROOT
 from bridge.domain import OrderAction, StepStatus
 from bridge.errors import MappingFailed, Rejected
-from bridge.mapping import hl7_to_domain as to_domain
-from bridge.mapping.hl7_message import HL7Message
-from bridge.mapping.tables import HL7Tables, TableError, load_hl7_tables
+from bridge.mapping.hl7 import to_domain
+from bridge.mapping.hl7.message import HL7Message
+from bridge.mapping.hl7.tables import HL7Tables, load_hl7_tables
+from bridge.mapping.tables import TableError
 from tests.unit.test_hl7_message import message
 
 

@@ -5,12 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bridge.errors import Rejected
-from bridge.mapping.hl7_message import (
-    HL7Message,
-    choose_charset,
-    decode,
-    read_raw_header,
-)
+from bridge.mapping.hl7.message import HL7Message, choose_charset, decode, read_raw_header
 from tests.conftest import hl7_fixture
 
 

@@ -13,16 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import PROJECT_ROOT
+from bridge.config.settings import PROJECT_ROOT
 from bridge.errors import Rejected
-from bridge.mapping.hl7_message import (
+from bridge.mapping.hl7.message import (
     FieldPath,
     FieldPaths,
     HL7Message,
     compile_path,
     compile_reader,
 )
-from bridge.mapping.tables import TableError, load_hl7_tables
+from bridge.mapping.hl7.tables import load_hl7_tables
+from bridge.mapping.tables import TableError
 from tests.conftest import FIXTURES
 
 #: Paths the tables do not name, for the corners: MSH's own fields, component 0 (the last

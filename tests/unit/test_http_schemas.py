@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from bridge.adapters.http.schemas import OrderCreate, OrderUpdate, StepIn
+from bridge.adapters.http.api.schemas import OrderCreate, OrderUpdate, StepIn
 
 
 def _order(**changes: object) -> dict[str, object]:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import PROJECT_ROOT
-from bridge.mapping.import_metadata import (
+from bridge.config.settings import PROJECT_ROOT
+from bridge.mapping.legacy_import.metadata import (
     ImportMapping,
     MetadataError,
     compile_pattern,

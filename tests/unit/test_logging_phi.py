@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from pydicom.dataelem import DataElement
 
-from bridge.logging_setup import configure_logging
+from bridge.app.logging_setup import configure_logging
 
 _TOUCHED = ("", "pydicom", "pynetdicom", "uvicorn.access", "apscheduler")
 
@@ -43,7 +43,7 @@ def test_exception_text_stays_out_of_logs_above_debug(capsys: pytest.CaptureFixt
     DEBUG only its type and frames are written."""
     import logging
 
-    from bridge.logging_setup import configure_logging
+    from bridge.app.logging_setup import configure_logging
 
     configure_logging("INFO")
     refused = "Key (value)=(Shevchenko Taras) already exists"  # as a database would say

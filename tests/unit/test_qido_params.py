@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from bridge.errors import Rejected
-from bridge.mapping.archive_query import Level
-from bridge.mapping.qido_params import MAX_LIMIT, parse_qido
-from bridge.mapping.worklist_query import Range, TextMatch
+from bridge.mapping.dicom.qido_params import MAX_LIMIT, parse_qido
+from bridge.mapping.dicom.qr_query import Level
+from bridge.mapping.worklist.query import Range, TextMatch
 
 
 def test_keywords_and_tags_name_the_same_keys() -> None:

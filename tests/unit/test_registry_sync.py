@@ -11,11 +11,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bridge.config import Settings, load_settings
+from bridge.config.settings import Settings, load_settings
 from bridge.errors import Rejected, Transient
-from bridge.jobs.registry_poll import RegistryPoller
 from bridge.jobs.scheduler import make_scheduler
-from bridge.services.registry_sync import (
+from bridge.services.fhir.registry_poll import RegistryPoller
+from bridge.services.fhir.registry_sync import (
     BOUNDARY_OVERLAP,
     PullResult,
     SearchPlan,

@@ -6,14 +6,14 @@ from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
 from bridge.mapping.translit import transliterate_person_name, transliterate_text
-from bridge.mapping.worklist_dataset import (
+from bridge.mapping.worklist.dataset import (
     Code,
     OtherId,
     ResponseOptions,
     WorklistItem,
     build_identifier,
 )
-from bridge.mapping.worklist_query import parse_worklist_query
+from bridge.mapping.worklist.query import parse_worklist_query
 
 ITEM = WorklistItem(
     patient_name="Ґалаґан^Олена^Євгенівна",

@@ -9,15 +9,15 @@ import pytest
 from pydicom.dataset import Dataset
 from pynetdicom.dsutils import encode
 
-from bridge.mapping.worklist_dataset import (
+from bridge.mapping.worklist.dataset import (
     Code,
     OtherId,
     ResponseOptions,
     WorklistItem,
     build_identifier,
 )
-from bridge.mapping.worklist_encoder import response_encoder
-from bridge.mapping.worklist_query import ReturnKey, parse_worklist_query
+from bridge.mapping.worklist.encoder import response_encoder
+from bridge.mapping.worklist.query import ReturnKey, parse_worklist_query
 from tests.unit.test_worklist_dataset import ITEM, WANTED, WANTED_IN_SPS
 
 SYNTAXES = [pytest.param(True, id="implicit"), pytest.param(False, id="explicit")]

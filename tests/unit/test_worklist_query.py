@@ -7,7 +7,7 @@ from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
 from bridge.errors import MappingFailed
-from bridge.mapping.worklist_query import (
+from bridge.mapping.worklist.query import (
     Range,
     ReturnKey,
     TextMatch,

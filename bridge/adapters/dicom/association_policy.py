@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pynetdicom import evt
 from pynetdicom.events import Event, EventHandlerType
 
-from bridge.config import Settings
+from bridge.config.settings import Settings
 
 logger = logging.getLogger("bridge.dicom")
 

@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.adapters.dicom.dimse_status import failure
 from bridge.adapters.dicom.service import DicomService
-from bridge.config import Settings
+from bridge.config.settings import Settings
 from bridge.errors import BridgeError
-from bridge.services.mpps import create_mpps, set_mpps
+from bridge.services.worklist.mpps import create_mpps, set_mpps
 
 logger = logging.getLogger("bridge.dicom")
 

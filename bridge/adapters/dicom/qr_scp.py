@@ -7,7 +7,7 @@ archive neither holds the database nor fills memory, and a C-CANCEL stops it.
 C-MOVE and C-GET find the instances first (a list of file paths, small even for a large
 study), then read and patch one object at a time as pynetdicom asks for the next
 sub-operation, so memory holds one object. Objects go out with the current MIS values
-(:func:`bridge.services.egress.egress_dataset`). A C-MOVE destination must be a known peer
+(:func:`bridge.services.egress.objects.egress_dataset`). A C-MOVE destination must be a known peer
 (``dicom_peers`` with host, port and role ``scp`` or ``both``); any other answers 0xA801.
 C-GET sends over the requestor's own association: the storage SOP classes must be accepted
 with the SCU role too (the storage service's ``role_selection``).
@@ -51,19 +51,19 @@ from bridge.adapters.dicom.worklist_scp import (
     refusal,
     streamed_responses,
 )
-from bridge.config import DicomPeer, Settings
-from bridge.mapping.archive_dataset import ArchiveRecord, build_find_response
-from bridge.mapping.archive_query import (
+from bridge.config.settings import DicomPeer, Settings
+from bridge.mapping.dicom.patch import SubjectValues
+from bridge.mapping.dicom.qr_query import (
     ArchiveQuery,
     Model,
     parse_find_identifier,
     parse_retrieve_identifier,
 )
-from bridge.mapping.dicom_patch import SubjectValues
-from bridge.mapping.worklist_dataset import ResponseOptions
-from bridge.services.archive_query import StoredInstance, find, instances_for_retrieve
-from bridge.services.egress import egress_dataset, load_subjects
-from bridge.services.transcode import (
+from bridge.mapping.dicom.qr_results import ArchiveRecord, build_find_response
+from bridge.mapping.worklist.dataset import ResponseOptions
+from bridge.services.archive.query import StoredInstance, find, instances_for_retrieve
+from bridge.services.egress.objects import egress_dataset, load_subjects
+from bridge.services.egress.transcode import (
     AcceptedContexts,
     ContextSource,
     can_decompress,
@@ -243,7 +243,7 @@ def storage_contexts(instances: list[StoredInstance]) -> list[PresentationContex
     """Contexts to propose to a C-MOVE destination: per SOP class one for the uncompressed
     syntaxes (pynetdicom converts between them) and one per compressed syntax stored. A
     compressed object goes as it is where its syntax is accepted, else decompressed over the
-    uncompressed context (:func:`bridge.services.transcode.fit_to_contexts`). Beyond 128 the
+    uncompressed context (:func:`bridge.services.egress.transcode.fit_to_contexts`). Beyond 128 the
     rest are left out; their objects then fail as sub-operations, counted and listed."""
     syntaxes: dict[str, dict[str, None]] = {}
     for instance in instances:

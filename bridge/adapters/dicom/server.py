@@ -26,7 +26,7 @@ from bridge.adapters.dicom.mpps_scp import mpps_service
 from bridge.adapters.dicom.service import DicomService, ServiceFactory
 from bridge.adapters.dicom.supported_contexts import share_uids
 from bridge.adapters.dicom.worklist_scp import worklist_service
-from bridge.config import Settings
+from bridge.config.settings import Settings
 
 logger = logging.getLogger("bridge.dicom")
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pynetdicom.events import EventHandlerType
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.config import Settings
+from bridge.config.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 pynetdicom is told to receive data sets in chunks straight to a temporary file
 (``STORE_RECV_CHUNKED_DATASET``), so a 1 GB object never sits in memory and the pixel data is
-never decoded; the handler gives that file to :class:`~bridge.services.archive_store.ArchiveStore`,
+never decoded; the handler gives that file to :class:`~bridge.services.archive.store.ArchiveStore`,
 which answers only once the file and its index rows are committed. Any failure becomes a
 DIMSE failure status with an Error Comment (no patient data in it).
 
@@ -34,9 +34,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.adapters.dicom.dimse_status import failure
 from bridge.adapters.dicom.service import DicomService
-from bridge.config import Settings
+from bridge.config.settings import Settings
 from bridge.errors import BridgeError, Transient
-from bridge.services.archive_store import ArchiveStore, Arrival
+from bridge.services.archive.store import ArchiveStore, Arrival
 
 logger = logging.getLogger("bridge.dicom")
 

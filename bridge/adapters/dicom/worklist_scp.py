@@ -17,12 +17,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from bridge.adapters.dicom.dimse_status import failure
 from bridge.adapters.dicom.find_transport import StreamClosed, open_stream
 from bridge.adapters.dicom.service import DicomService
-from bridge.config import Settings
+from bridge.config.settings import Settings
 from bridge.errors import BridgeError
-from bridge.mapping.worklist_dataset import ResponseOptions, WorklistItem, build_identifier
-from bridge.mapping.worklist_encoder import response_encoder
-from bridge.mapping.worklist_query import WorklistQuery, parse_worklist_query
-from bridge.services.worklist import find_worklist
+from bridge.mapping.worklist.dataset import ResponseOptions, WorklistItem, build_identifier
+from bridge.mapping.worklist.encoder import response_encoder
+from bridge.mapping.worklist.query import WorklistQuery, parse_worklist_query
+from bridge.services.worklist.query import find_worklist
 from bridge.store.db import read_session
 
 logger = logging.getLogger("bridge.dicom")

@@ -19,27 +19,41 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.status import HTTP_422_UNPROCESSABLE_CONTENT
 
-from bridge.adapters.http import (
-    routes_dicomweb,
-    routes_fhir,
-    routes_fhir_notify,
-    routes_health,
-    routes_jobs,
-    routes_messages,
-    routes_metrics,
-    routes_peers,
-    routes_reconciliation,
-    routes_storage,
-    routes_worklist,
+from bridge.adapters.http.api import (
+    health as routes_health,
+)
+from bridge.adapters.http.api import (
+    jobs as routes_jobs,
+)
+from bridge.adapters.http.api import (
+    messages as routes_messages,
+)
+from bridge.adapters.http.api import (
+    metrics as routes_metrics,
+)
+from bridge.adapters.http.api import (
+    peers as routes_peers,
+)
+from bridge.adapters.http.api import (
+    reconciliation as routes_reconciliation,
+)
+from bridge.adapters.http.api import (
+    storage as routes_storage,
+)
+from bridge.adapters.http.api import (
+    worklist as routes_worklist,
 )
 from bridge.adapters.http.deps import AppContext, Reprocess
+from bridge.adapters.http.dicomweb import routes as routes_dicomweb
+from bridge.adapters.http.fhir import notify as routes_fhir_notify
+from bridge.adapters.http.fhir import routes as routes_fhir
 from bridge.adapters.http.metrics import HttpMetrics
 from bridge.adapters.http.middleware import MetricsMiddleware, UnexpectedErrorMiddleware
-from bridge.config import Settings
+from bridge.config.settings import Settings
 from bridge.errors import ANSWERS, BridgeError, answer_for
-from bridge.services.archive_store import ArchiveStore
-from bridge.services.orders import OrderPolicy
-from bridge.services.study_stability import StudyHook
+from bridge.services.archive.stability import StudyHook
+from bridge.services.archive.store import ArchiveStore
+from bridge.services.worklist.orders import OrderPolicy
 from bridge.storage.ops import StorageOps, build_storage_ops
 
 #: At most this many field errors are spelled out in a 422's ``detail``.

@@ -15,11 +15,11 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.config import Settings
-from bridge.services.archive_store import ArchiveStore
-from bridge.services.orders import OrderPolicy
-from bridge.services.study_stability import StudyHook
-from bridge.services.tokens import authenticate, role_allows
+from bridge.config.settings import Settings
+from bridge.services.archive.stability import StudyHook
+from bridge.services.archive.store import ArchiveStore
+from bridge.services.auth.tokens import authenticate, role_allows
+from bridge.services.worklist.orders import OrderPolicy
 from bridge.storage.ops import StorageOps
 from bridge.store.db import read_session
 from bridge.store.models import ApiToken

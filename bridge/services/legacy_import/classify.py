@@ -7,7 +7,7 @@ import struct
 from enum import Enum
 from pathlib import Path
 
-from bridge.mapping.import_metadata import ImportMapping
+from bridge.mapping.legacy_import.metadata import ImportMapping
 
 _HEAD = 132
 

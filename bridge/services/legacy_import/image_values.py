@@ -2,7 +2,7 @@
 
 Precedence per attribute (first with a value wins): the image's own sidecar, the folder's
 sidecar, the file-name pattern, the MIS (order by accession, else patient by ID), the
-table's defaults. Values are normalised and checked by :mod:`bridge.mapping.import_metadata`
+table's defaults. Values are normalised and checked by :mod:`bridge.mapping.legacy_import.metadata`
 (a bad one rejects the file), transliterated when the source asks for it, and completed with
 the study and series UIDs.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydicom.uid import generate_uid
 
-from bridge.mapping.import_metadata import (
+from bridge.mapping.legacy_import.metadata import (
     ImportMapping,
     MetadataError,
     decode_sidecar,

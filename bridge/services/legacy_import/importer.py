@@ -1,6 +1,6 @@
 """One import run: files in, objects into the archive, a row per file in the processed list.
 
-Every object goes through :class:`~bridge.services.archive_store.ArchiveStore`, exactly as a
+Every object goes through :class:`~bridge.services.archive.store.ArchiveStore`, exactly as a
 C-STORE does: the same parsing and refusal of bad data, reconciliation with the MIS,
 duplicate policy, and durability (file fsync'ed and indexed before the import counts).
 
@@ -30,9 +30,10 @@ from pydicom.uid import MediaStorageDirectoryStorage
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from bridge.errors import BridgeError, Transient
-from bridge.mapping.import_metadata import ImportMapping, MetadataError
+from bridge.mapping.legacy_import.metadata import ImportMapping, MetadataError
 from bridge.mapping.translit import Language
-from bridge.services.archive_store import ArchiveStore, Arrival, DuplicateInstance, Stored
+from bridge.services.archive.received import read_received
+from bridge.services.archive.store import ArchiveStore, Arrival, DuplicateInstance, Stored
 from bridge.services.legacy_import.classify import IMAGE_KINDS, Kind, classify
 from bridge.services.legacy_import.dicom_files import (
     BadDicomFile,
@@ -48,7 +49,7 @@ from bridge.services.legacy_import.secondary_capture import (
     instance_uid,
     secondary_capture,
 )
-from bridge.services.received_file import read_received, remove_file
+from bridge.storage.durable import remove_file
 from bridge.store.import_models import DIRECTORY, DUPLICATE, IMPORTED, REJECTED
 
 logger = logging.getLogger("bridge.import")

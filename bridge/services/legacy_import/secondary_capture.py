@@ -39,7 +39,7 @@ from pydicom.uid import (
 )
 
 from bridge.errors import Rejected
-from bridge.mapping.dicom_text import UTF8_TERM
+from bridge.mapping.dicom.charset import UTF8_TERM
 from bridge.services.legacy_import.classify import Kind
 from bridge.services.legacy_import.jpeg_info import ends_complete, read_jpeg_header
 

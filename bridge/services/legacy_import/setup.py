@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from bridge.config import Settings
-from bridge.import_sources import ImportSource
-from bridge.mapping.import_metadata import load_import_mapping, with_patterns
-from bridge.services.archive_store import ArchiveStore, _sqlite_writer_lock
+from bridge.config.import_sources import ImportSource
+from bridge.config.settings import Settings
+from bridge.mapping.legacy_import.metadata import load_import_mapping, with_patterns
+from bridge.services.archive.store import ArchiveStore, _sqlite_writer_lock
 from bridge.services.legacy_import.importer import Importer, ImportOptions
 from bridge.services.legacy_import.mis_values import MisValues
 from bridge.services.legacy_import.processed import ProcessedList

@@ -17,9 +17,9 @@ from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.config import Settings
-from bridge.import_sources import ImportSource
-from bridge.services.archive_store import ArchiveStore
+from bridge.config.import_sources import ImportSource
+from bridge.config.settings import Settings
+from bridge.services.archive.store import ArchiveStore
 from bridge.services.legacy_import.importer import FAILED, ImportReport
 from bridge.services.legacy_import.scan import FileVersion, StabilityFilter, walk
 from bridge.services.legacy_import.setup import build_importer

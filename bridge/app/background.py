@@ -1,0 +1,155 @@
+"""The bridge's background work, built from the settings: study hooks, job workers and the
+periodic jobs. ``bridge.app.runtime.Bridge`` starts and stops it; nothing here listens on a port.
+
+- Study hooks run in the transaction that marks a study stable or reconciles it: forwarding
+  (when ``forward_rules`` are set) and FHIR ImagingStudy publishing (when
+  ``fhir_target_url`` is set) are queued there, so the change and its consequences are
+  durable together.
+- Two job workers: one for forwarding and registry imports, one for FHIR publishing, so a
+  long C-STORE forward never holds up a publication.
+- Periodic jobs on one APScheduler: the archive sweep (reconcile, stability), the merge scan
+  for publishing, the registry pull. The sweep wakes the workers when it queued work, so a
+  stable study is published without waiting for the workers' next poll.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from prometheus_client import CollectorRegistry
+from sqlalchemy.orm import Session, sessionmaker
+
+from bridge.config.settings import Settings
+from bridge.jobs.scheduler import every, make_scheduler
+from bridge.jobs.worker import Handler, JobWorker
+from bridge.mapping.dicom.reconciliation import load_reconcile_policy
+from bridge.mapping.fhir.imaging_study import FhirNaming
+from bridge.mapping.fhir.tables import load_fhir_tables
+from bridge.services.archive import forwarding
+from bridge.services.archive.admin import LONGTERM_DELETE_QUEUE
+from bridge.services.archive.stability import StudyHook
+from bridge.services.archive.store import ArchiveStore
+from bridge.services.archive.watch import StudyWatch
+from bridge.services.compression import compressor as compression
+from bridge.services.fhir import publish as fhir_publish
+from bridge.services.fhir.registry_poll import RegistryPoller, schedule_registry_pull
+from bridge.services.fhir.registry_sync import IMPORT_QUEUE, RegistryImportHandler
+from bridge.storage import longterm_delete
+from bridge.storage.longterm_delete import LongtermDeleteHandler
+from bridge.storage.maintenance import schedule_storage_maintenance
+from bridge.storage.migration import LongtermMigration, schedule_longterm_migration
+from bridge.storage.ops import StorageOps, build_storage_ops
+
+log = logging.getLogger("bridge")
+
+
+@dataclass
+class Background:
+    settings: Settings
+    sessions: sessionmaker[Session]
+    metrics: CollectorRegistry
+    scheduler: BackgroundScheduler = field(default_factory=make_scheduler)
+    study_hooks: tuple[StudyHook, ...] = ()
+    #: Run before an operator deletes a study (the target's ImagingStudy is withdrawn).
+    delete_hooks: tuple[StudyHook, ...] = ()
+    workers: list[JobWorker] = field(default_factory=list)
+    registry: RegistryPoller | None = None
+    publisher: fhir_publish.PublishHandler | None = None
+    compressor: compression.Compressor | None = None
+    longterm: LongtermMigration | None = None
+    storage: StorageOps | None = None
+    archive: ArchiveStore | None = None
+
+    @classmethod
+    def build(cls, settings: Settings, sessions: sessionmaker[Session],
+              metrics: CollectorRegistry, *, archive: ArchiveStore | None = None) -> Background:
+        """``archive``: the application's one archive store (watched folders share its
+        group commits with C-STORE and STOW-RS)."""
+        background = cls(settings, sessions, metrics, archive=archive)
+        background._build()
+        return background
+
+    def _build(self) -> None:
+        s = self.settings
+        hooks: list[StudyHook] = []
+        if s.forward_rules:
+            hooks.append(self._forward_hook)
+        handlers: dict[str, Handler] = {
+            forwarding.FORWARD_QUEUE: forwarding.ForwardHandler(s, self.sessions)}
+        policies = {forwarding.FORWARD_QUEUE: forwarding.retry_policy(s)}
+        # A deleted study's long-term copies (queued in the deleting transaction).
+        handlers[LONGTERM_DELETE_QUEUE] = LongtermDeleteHandler(s, self.sessions)
+        policies[LONGTERM_DELETE_QUEUE] = longterm_delete.RETRY_POLICY
+        self.compressor = compression.wire_ingest(s, self.sessions, self.metrics, hooks,
+                                                   handlers)
+        self.registry = schedule_registry_pull(self.scheduler, s, self.sessions,
+                                               metrics_registry=self.metrics)
+        if self.registry is not None:
+            handlers[IMPORT_QUEUE] = RegistryImportHandler(self.registry.sync)
+        self.workers.append(JobWorker(self.sessions, handlers, policies=policies,
+                                      poll_seconds=s.worker_poll_seconds, name="jobs"))
+        if s.fhir_target_url:
+            hooks.append(fhir_publish.enqueue_publication)
+            self.delete_hooks = (fhir_publish.enqueue_publication,)
+            tables = load_fhir_tables(s.mappings_dir)
+            naming = FhirNaming(issuer_systems=tables.issuer_to_system,
+                                accession_system=tables.accession_system,
+                                coding_systems=tables.scheme_to_system)
+            self.publisher = fhir_publish.PublishHandler(s, self.sessions, naming=naming)
+            self.workers.append(JobWorker(
+                self.sessions, {fhir_publish.FHIR_PUBLISH_QUEUE: self.publisher},
+                policies={fhir_publish.FHIR_PUBLISH_QUEUE: fhir_publish.retry_policy(s)},
+                poll_seconds=s.worker_poll_seconds, name="fhir"))
+            every(self.scheduler, s.worker_poll_seconds,
+                  fhir_publish.MergeWatch(self.sessions).run_once, "fhir-merges")
+        self.study_hooks = tuple(hooks)
+        watch = StudyWatch(self.sessions, load_reconcile_policy(s.mappings_dir),
+                           s.study_stable_seconds, self.study_hooks)
+
+        def sweep() -> None:
+            reconciled, stable = watch.run_once()
+            if reconciled or stable:
+                self.wake()
+
+        every(self.scheduler, s.worker_poll_seconds, sweep, "study-watch")
+        from bridge.services.legacy_import import schedule_legacy_import
+
+        # Watched folders and scheduled pulls of legacy modalities (none configured: no job).
+        schedule_legacy_import(self.scheduler, s, self.sessions, self.archive)
+        self.longterm = schedule_longterm_migration(self.scheduler, s, self.sessions, self.metrics)
+        if self.longterm is not None and self.compressor is not None:
+            # "At migration" compression rules run just before a study's copies are made.
+            self.longterm.before_copy.append(self.compressor.compress_study_for_migration)
+        # Operators' storage actions share the scheduled migration (one run at a time);
+        # cleanup runs on its crontab, usage is sampled for the history.
+        self.storage = build_storage_ops(s, self.sessions, migration=self.longterm)
+        schedule_storage_maintenance(self.scheduler, self.storage)
+
+    def _forward_hook(self, session: Session, study_id: int) -> None:
+        forwarding.enqueue_forwards(session, study_id=study_id, settings=self.settings)
+
+    def notify_trigger(self) -> bool:
+        """``POST /fhir/$notify``: pull from the registry now (False without a registry)."""
+        return self.registry.trigger_now() if self.registry is not None else False
+
+    def wake(self) -> None:
+        for worker in self.workers:
+            worker.wake()
+
+    def start(self) -> None:
+        self.scheduler.start()
+        for worker in self.workers:
+            worker.start()
+
+    def stop(self) -> None:
+        """Stop the periodic jobs first (they queue work), then the workers."""
+        if self.scheduler.running:
+            self.scheduler.shutdown()
+        for worker in self.workers:
+            worker.stop()
+        if self.registry is not None:  # after the workers: they run registry imports
+            self.registry.close()
+        if self.publisher is not None:
+            self.publisher.close()

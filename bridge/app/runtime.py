@@ -1,0 +1,113 @@
+"""The composition root: settings → engine → services → listeners; ordered shutdown.
+
+``Bridge`` runs every listener in one asyncio loop (MLLP, HTTP) plus pynetdicom's threads,
+so tests can start the whole bridge in-process on free ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from contextlib import suppress
+
+import uvicorn
+from prometheus_client import CollectorRegistry
+
+from bridge.adapters.dicom.qr_scp import query_retrieve_service
+from bridge.adapters.dicom.server import DEFAULT_SERVICES, DicomServer, start_dicom_server
+from bridge.adapters.dicom.storage_scp import storage_service
+from bridge.adapters.http.app import create_app
+from bridge.adapters.mllp.server import MLLPServer
+from bridge.app.background import Background
+from bridge.config.settings import Settings
+from bridge.mapping.hl7.tables import load_hl7_tables
+from bridge.services.archive.store import ArchiveStore
+from bridge.services.hl7.ingest import HL7Ingest
+from bridge.services.hl7.intake import HL7Intake
+from bridge.store.db import make_engine, make_session_factory
+from bridge.store.migrate import upgrade
+
+log = logging.getLogger("bridge")
+
+
+class Bridge:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = make_engine(settings.database_url)
+        self.sessions = make_session_factory(self.engine)
+        self.tables = load_hl7_tables(settings.mappings_dir)
+        self.ingest = HL7Ingest(self.sessions, self.tables, settings)
+        self.writer = HL7Intake(self.ingest, batch_max=settings.hl7_batch_max,
+                                linger=settings.hl7_batch_linger_ms / 1000,
+                                expected=lambda: self.mllp.connections)
+        self.mllp = MLLPServer(self.writer, max_message_bytes=settings.hl7_max_message_bytes)
+        self.metrics = CollectorRegistry()
+        #: One store for C-STORE and STOW-RS: their objects share group commits.
+        self.archive = ArchiveStore(settings, self.sessions)
+        self.background = Background.build(settings, self.sessions, self.metrics,
+                                           archive=self.archive)
+        self.dicom: DicomServer | None = None
+        self.http: uvicorn.Server | None = None
+        self._http_task: asyncio.Task[None] | None = None
+        self.mllp_port = self.dicom_port = self.http_port = 0
+
+    async def start(self) -> None:
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(upgrade, self.engine)
+        await asyncio.to_thread(self.archive.sweep_incoming)
+        self.writer.start()
+        self.mllp_port = await self.mllp.start(s.bind, s.mllp_port)
+        self.dicom = start_dicom_server(
+            s, self.sessions,
+            services=(*DEFAULT_SERVICES, query_retrieve_service),
+            extra_services=(storage_service(s, self.sessions, store=self.archive),))
+        self.dicom_port = self.dicom.port
+        self.background.start()
+        app = create_app(s, self.sessions, reprocess=self.ingest.reprocess,
+                         archive_store=self.archive,
+                         metrics_registry=self.metrics,
+                         study_hooks=self.background.study_hooks,
+                         delete_hooks=self.background.delete_hooks,
+                         notify_trigger=self.background.notify_trigger,
+                         storage=self.background.storage)
+        config = uvicorn.Config(app, host=s.bind, port=s.http_port, log_config=None,
+                                access_log=False, lifespan="off")
+        self.http = uvicorn.Server(config)
+        self._http_task = asyncio.get_running_loop().create_task(self.http.serve())
+        while not self.http.started:
+            if self._http_task.done():
+                self._http_task.result()  # re-raise why it could not start
+            await asyncio.sleep(0.01)
+        self.http_port = self.http.servers[0].sockets[0].getsockname()[1]
+        log.info("bridge started", extra={"mllp_port": self.mllp_port,
+                                          "dicom_port": self.dicom_port,
+                                          "http_port": self.http_port, "ae_title": s.ae_title})
+
+    async def stop(self) -> None:
+        """Stop taking new work first, finish what was accepted, then close the database."""
+        await self.mllp.stop()
+        if self.dicom is not None:
+            await asyncio.to_thread(self.dicom.shutdown)
+        await asyncio.to_thread(self.background.stop)
+        if self.http is not None and self._http_task is not None:
+            self.http.should_exit = True
+            with suppress(Exception):
+                await self._http_task
+        await self.writer.stop()
+        self.ingest.close()  # the HL7 writer's held connection
+        self.engine.dispose()
+        log.info("bridge stopped")
+
+
+async def serve(settings: Settings) -> None:
+    bridge = Bridge(settings)
+    await bridge.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await bridge.stop()
