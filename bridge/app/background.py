@@ -29,6 +29,7 @@ from bridge.mapping.fhir.imaging_study import FhirNaming
 from bridge.mapping.fhir.tables import load_fhir_tables
 from bridge.services.archive import forwarding
 from bridge.services.archive.admin import LONGTERM_DELETE_QUEUE
+from bridge.services.archive.metrics import ReconciliationCollector
 from bridge.services.archive.stability import StudyHook
 from bridge.services.archive.store import ArchiveStore
 from bridge.services.archive.watch import StudyWatch
@@ -73,6 +74,7 @@ class Background:
 
     def _build(self) -> None:
         s = self.settings
+        self.metrics.register(ReconciliationCollector(self.sessions))
         hooks: list[StudyHook] = []
         if s.forward_rules:
             hooks.append(self._forward_hook)
@@ -105,8 +107,10 @@ class Background:
             every(self.scheduler, s.worker_poll_seconds,
                   fhir_publish.MergeWatch(self.sessions).run_once, "fhir-merges")
         self.study_hooks = tuple(hooks)
-        watch = StudyWatch(self.sessions, load_reconcile_policy(s.mappings_dir),
-                           s.study_stable_seconds, self.study_hooks)
+        watch = StudyWatch(self.sessions,
+                           load_reconcile_policy(s.mappings_dir, s.reconcile_unordered),
+                           s.study_stable_seconds, self.study_hooks,
+                           window_days=s.reconcile_date_window_days)
 
         def sweep() -> None:
             reconciled, stable = watch.run_once()

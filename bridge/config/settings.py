@@ -44,6 +44,9 @@ class DicomPeer(BaseModel):
     #: What the peer does with the bridge: ``scu`` sends and queries (a modality), ``scp``
     #: receives (a C-MOVE destination, a forwarding target), ``both``.
     role: Literal["scu", "scp", "both"] = "both"
+    #: Issuer of Patient ID for this peer's objects that carry none (0010,0021): the MIS
+    #: assigning authority its PatientIDs come from, used to find the MIS patient.
+    issuer_of_patient_id: str | None = Field(default=None, min_length=1, max_length=64)
 
 
 class ForwardRule(BaseModel):
@@ -103,6 +106,9 @@ class Settings(BaseSettings):
     reconcile_patient_conflict: Literal["reject", "queue"] = "reject"
     #: Days either side of the study date within which a PatientID+modality match counts.
     reconcile_date_window_days: int = Field(default=1, ge=0, le=30)
+    #: A study of a known MIS patient with no order: ``link`` it to the patient, or
+    #: ``queue`` it for review; unset, ``mappings/dicom/reconciliation.yaml`` decides.
+    reconcile_unordered: Literal["link", "queue"] | None = None
     study_stable_seconds: float = Field(default=60.0, gt=0)
     #: How often the stability and job workers look for work.
     worker_poll_seconds: float = Field(default=1.0, gt=0, le=60)

@@ -27,10 +27,26 @@ from bridge.store.models import Base, utcnow
 
 #: Study.state values.
 RECEIVING, STABLE = "receiving", "stable"
-#: Study.reconciliation values: matched automatically, assigned by an operator, or waiting.
+#: Study.reconciliation values: matched to an order automatically, assigned by an operator,
+#: or waiting in the queue.
 MATCHED, ASSIGNED, QUEUED = "matched", "assigned", "queued"
+#: No order, but the PatientID names a patient the MIS registered (an unscheduled exam): the
+#: study belongs to that patient; an order arriving later still attaches to it.
+LINKED = "linked"
 #: Objects of the study name two different patients: only an operator can decide.
 CONFLICT = "conflict"
+#: The MIS values apply to these (the study has a patient): they are served, forwarded and
+#: published with them.
+RECONCILED = frozenset({MATCHED, ASSIGNED, LINKED})
+#: ``reconciled_by`` as operators see it: how the study came to its MIS patient.
+RECONCILED_BY = {MATCHED: "order", LINKED: "patient", ASSIGNED: "operator"}
+
+#: Study.queue_kind values: why a queued study waits.
+#: ``unmatched``: nothing names an order or a known patient; ``patient_mismatch``: the
+#: PatientID names an MIS patient whose birth date or name the objects contradict
+#: (``candidate_patient_id``); ``conflict``: objects of the study name two patients.
+UNMATCHED, PATIENT_MISMATCH = "unmatched", "patient_mismatch"
+QUEUE_KINDS = (UNMATCHED, PATIENT_MISMATCH, CONFLICT)
 
 
 class Study(Base):
@@ -74,6 +90,11 @@ class Study(Base):
     match_key: Mapped[str | None] = mapped_column(String(32))
     #: Why the study waits in the queue (human-readable, no PHI).
     queue_reason: Mapped[str | None] = mapped_column(Text)
+    #: Why it waits, as a code (:data:`QUEUE_KINDS`); None once reconciled.
+    queue_kind: Mapped[str | None] = mapped_column(String(32))
+    #: ``patient_mismatch``: the MIS patient the PatientID names (shown beside the
+    #: modality's values so an operator can decide); never applied to what leaves.
+    candidate_patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"))
     last_received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     stable_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     #: Every instance has a verified long-term copy (reset when a new object arrives).

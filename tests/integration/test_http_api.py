@@ -465,6 +465,7 @@ def test_openapi_lists_endpoints_and_bearer_scheme(api: Api) -> None:
         "/api/worklist/{order_id}": {"get", "patch"},
         "/api/worklist/{order_id}/cancel": {"post"},
         "/api/reconciliation": {"get"},
+        "/api/reconciliation/summary": {"get"},
         "/api/reconciliation/{study_uid}/assign": {"post"},
         "/api/reconciliation/{study_uid}/reject": {"post"},
         "/api/jobs": {"get"},

@@ -19,7 +19,7 @@ from bridge.adapters.dicom.server import DEFAULT_SERVICES, DicomServer
 from bridge.adapters.dicom.storage_scp import storage_service
 from bridge.config.settings import DicomPeer, Settings
 from bridge.mapping.dicom.reconciliation import load_reconcile_policy
-from bridge.services.archive.reconciliation import reconcile_queued
+from bridge.services.archive.late_orders import reconcile_queued
 from bridge.store.archive_models import Instance, Series, Study
 from tests.conftest import require_tool
 from tests.dicom_factories import UID_ROOT, ct_slice, write_series

@@ -219,9 +219,12 @@ class OrderLink:
     """The order the study was made for (the MIS values: ``egress.load_subjects``).
 
     ``reference`` is ``ServiceRequest/<id>`` where the ServiceRequest is known (the bridge's
-    own ``orders.id``, or the target's id); None gives a logical reference by accession."""
+    own ``orders.id``, or the target's id); None gives a logical reference by accession.
+    ``ordered`` is False for a study with no MIS order (an unscheduled exam linked to its
+    patient): no ``basedOn`` at all, whatever accession the modality typed."""
 
     reference: str | None = None
+    ordered: bool = True
     accession: str | None = None
     procedure: CodeValue | None = None
     procedure_description: str | None = None
@@ -444,7 +447,7 @@ def imaging_study(
     when = started(study.study_date, study.study_time, timezone)
     if when:
         resource["started"] = when
-    if order.reference or accession:
+    if order.ordered and (order.reference or accession):
         based_on: dict[str, Any] = {"type": "ServiceRequest"}
         if order.reference:
             based_on["reference"] = order.reference

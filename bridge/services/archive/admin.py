@@ -1,11 +1,9 @@
-"""Operator actions on the archive: the reconciliation queue listing, and deleting a study
-(with its files) under an audit record."""
+"""Operator actions on the archive: deleting a study (with its files) under an audit record.
+The reconciliation queue's listing is :mod:`bridge.services.archive.reconciliation_view`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
@@ -15,10 +13,7 @@ from bridge.jobs import queue
 from bridge.services.archive.stability import StudyHook
 from bridge.storage.retention import RetentionPolicy
 from bridge.store.archive_models import (
-    ASSIGNED,
-    CONFLICT,
-    MATCHED,
-    QUEUED,
+    RECONCILED,
     AuditRecord,
     Instance,
     Series,
@@ -39,40 +34,6 @@ D = table_of(StorageDeletion)
 #: Jobs removing a deleted study's long-term copies: ``{"location": url, "keys": [...]}``.
 LONGTERM_DELETE_QUEUE = "longterm-delete"
 
-WAITING = (QUEUED, CONFLICT)
-
-
-@dataclass(frozen=True, slots=True)
-class QueuedStudy:
-    study_instance_uid: str
-    reconciliation: str
-    reason: str
-    patient_id: str
-    issuer: str
-    patient_name: str
-    birth_date: str
-    sex: str
-    accession: str
-    study_date: str
-    modalities: str
-    num_series: int
-    num_instances: int
-    received_at: datetime
-
-
-def list_queue(session: Session, *, states: tuple[str, ...] = WAITING, limit: int = 100,
-               offset: int = 0) -> list[QueuedStudy]:
-    rows = session.connection().execute(
-        select(S).where(S.c.reconciliation.in_(states))
-        .order_by(S.c.created_at, S.c.id).limit(limit).offset(offset)).all()
-    return [QueuedStudy(
-        study_instance_uid=r.study_instance_uid, reconciliation=r.reconciliation,
-        reason=r.queue_reason or "", patient_id=r.source_patient_id, issuer=r.source_issuer,
-        patient_name=r.source_patient_name, birth_date=r.source_birth_date, sex=r.source_sex,
-        accession=r.accession, study_date=r.study_date, modalities=r.modalities,
-        num_series=r.num_series, num_instances=r.num_instances, received_at=r.created_at)
-        for r in rows]
-
 
 def delete_study(session: Session, *, study_uid: str, actor: str, reason: str,
                  before_delete: Sequence[StudyHook] = (),
@@ -92,7 +53,7 @@ def delete_study(session: Session, *, study_uid: str, actor: str, reason: str,
         S.c.study_instance_uid == study_uid).with_for_update()).first()
     if study is None:
         raise NotFound("no such study", location="study_instance_uid")
-    if retention is not None and study.reconciliation in (MATCHED, ASSIGNED):
+    if retention is not None and study.reconciliation in RECONCILED:
         until = retention.kept_until(modalities=study.modalities, study_date=study.study_date,
                                      received_at=study.created_at)
         if utcnow().date() < until and not override_retention:

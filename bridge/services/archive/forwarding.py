@@ -39,8 +39,7 @@ from bridge.services.egress.objects import egress_dataset, load_subjects
 from bridge.services.egress.transcode import fit_to_contexts
 from bridge.storage.reader import reader_for
 from bridge.store.archive_models import (
-    ASSIGNED,
-    MATCHED,
+    RECONCILED,
     STABLE,
     Instance,
     Study,
@@ -52,7 +51,6 @@ log = logging.getLogger("bridge.forwarding")
 
 FORWARD_QUEUE: Final = "forward"
 FORWARDED_EVENT: Final = "forwarded"
-RECONCILED: Final = frozenset({MATCHED, ASSIGNED})
 #: A-ASSOCIATE-RQ holds at most 128 presentation contexts (one per SOP class here).
 MAX_CONTEXTS: Final = 128
 #: Progress is saved after this many stored instances, so a crash does not resend them all.

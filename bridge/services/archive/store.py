@@ -36,7 +36,13 @@ from bridge.mapping.dicom.charset import undeclared_codec
 from bridge.mapping.dicom.index_values import IndexValues, read_index_values
 from bridge.mapping.dicom.reconciliation import ReconcilePolicy, load_reconcile_policy
 from bridge.services.archive.received import read_received
-from bridge.services.archive.reconciliation import Match, NoMatch, find_order
+from bridge.services.archive.reconciliation import (
+    Match,
+    PatientLink,
+    PatientMismatch,
+    find_order,
+    find_patient,
+)
 from bridge.services.group_commit.threads import GroupCommit
 from bridge.storage.durable import (
     FileSyncer,
@@ -48,10 +54,13 @@ from bridge.storage.durable import (
 )
 from bridge.store.archive_models import (
     CONFLICT,
+    LINKED,
     MATCHED,
+    PATIENT_MISMATCH,
     QUEUED,
     RECEIVING,
     STABLE,
+    UNMATCHED,
     Instance,
     Series,
     Study,
@@ -153,6 +162,19 @@ class Stored:
 
 
 @dataclass(frozen=True, slots=True)
+class _Placement:
+    """A new study's reconciliation columns."""
+
+    reconciliation: str
+    patient_id: int | None
+    order_id: int | None
+    match_key: str | None
+    queue_reason: str | None = None
+    queue_kind: str | None = None
+    candidate_patient_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class _Placed:
     relative: str
     size: int
@@ -200,7 +222,8 @@ class ArchiveStore:
         self._one_statement_insert = self.engine.dialect.name == "postgresql"
         self.root = settings.archive_root
         self._syncer = FileSyncer(self.root)
-        self.policy = policy or load_reconcile_policy(settings.mappings_dir)
+        self.policy = policy or load_reconcile_policy(settings.mappings_dir,
+                                                      settings.reconcile_unordered)
 
     def accept(self, arrival: Arrival) -> Stored:
         # The data fsync and the hash run while the file is parsed (see FileSyncer); a file
@@ -378,7 +401,8 @@ class ArchiveStore:
             return Stored(int(old.study_id), int(old.id), values.sop_instance_uid,
                           "duplicate", reconciliation), None
         if study is None:
-            study_id, reconciliation, modalities, state = self._new_study(conn, values, now)
+            study_id, reconciliation, modalities, state = self._new_study(conn, values, now,
+                                                                          calling_ae)
         else:
             study_id, reconciliation, modalities, state = (
                 study.id, study.reconciliation, study.modalities, study.state)
@@ -445,18 +469,12 @@ class ArchiveStore:
         if study_update:
             conn.execute(update(S).where(S.c.id == study_id).values(**study_update))
 
-    def _new_study(self, conn: Connection, values: IndexValues, now: datetime
-                   ) -> tuple[int, str, str, str]:
-        found = find_order(conn, values, self.policy,
-                           window_days=self.settings.reconcile_date_window_days)
-        if isinstance(found, NoMatch) and self.settings.reconcile_unmatched == "reject":
-            raise UnmatchedStudy(f"no MIS order matches the study: {found.reason}",
-                                 location="AccessionNumber")
-        match = found if isinstance(found, Match) else None
+    def _new_study(self, conn: Connection, values: IndexValues, now: datetime,
+                   calling_ae: str) -> tuple[int, str, str, str]:
+        placed = self._placement(conn, values, calling_ae)
         study_id = conn.execute(S.insert().values(
             study_instance_uid=values.study_instance_uid,
-            patient_id=match.patient_id if match else None,
-            order_id=match.order_id if match else None,
+            patient_id=placed.patient_id, order_id=placed.order_id,
             source_patient_id=values.patient_id, source_issuer=values.issuer,
             source_patient_name=values.patient_name,
             source_name_search=values.patient_name.casefold()[:320],  # ß → ss grows
@@ -466,13 +484,40 @@ class ArchiveStore:
             description=values.study_description,
             referring_physician=values.referring_physician,
             modalities="", num_series=0, num_instances=0, size_bytes=0, state=RECEIVING,
-            reconciliation=MATCHED if match else QUEUED,
-            match_key=match.key if match else None,
-            queue_reason=None if match else (found.reason if isinstance(found, NoMatch)
-                                             else None),
+            reconciliation=placed.reconciliation, match_key=placed.match_key,
+            queue_reason=placed.queue_reason, queue_kind=placed.queue_kind,
+            candidate_patient_id=placed.candidate_patient_id,
             last_received_at=now, created_at=now, updated_at=now,
         )).inserted_primary_key[0]  # type: ignore[index]
-        return int(study_id), MATCHED if match else QUEUED, "", RECEIVING
+        return int(study_id), placed.reconciliation, "", RECEIVING
+
+    def _placement(self, conn: Connection, values: IndexValues, calling_ae: str) -> _Placement:
+        """Where a new study belongs: an order, else (an unscheduled exam) a known patient
+        whose demographics the objects do not contradict, else the queue, with the kind."""
+        peer = self.settings.peer(calling_ae) if calling_ae else None
+        issuer = (peer.issuer_of_patient_id if peer is not None else None) or ""
+        found = find_order(conn, values, self.policy,
+                           window_days=self.settings.reconcile_date_window_days,
+                           default_issuer=issuer)
+        if isinstance(found, Match):
+            return _Placement(MATCHED, found.patient_id, found.order_id, found.key)
+        patient = find_patient(conn, values, self.policy, default_issuer=issuer)
+        if isinstance(patient, PatientLink) and self.policy.unordered == "link":
+            return _Placement(LINKED, patient.patient_id, None, "patient_id")
+        if self.settings.reconcile_unmatched == "reject":
+            raise UnmatchedStudy(
+                "no MIS order matches the study: "
+                + (patient.reason if isinstance(patient, PatientMismatch) else found.reason),
+                location="PatientID" if isinstance(patient, PatientMismatch)
+                else "AccessionNumber")
+        if isinstance(patient, PatientMismatch):
+            return _Placement(QUEUED, None, None, None, patient.reason, PATIENT_MISMATCH,
+                              patient.patient_id)
+        if isinstance(patient, PatientLink):  # the table or a setting says: review them all
+            return _Placement(QUEUED, None, None, None,
+                              "patient known, no order (unordered studies are queued)",
+                              UNMATCHED, patient.patient_id)
+        return _Placement(QUEUED, None, None, None, found.reason, UNMATCHED)
 
     def _patient_conflict(self, conn: Connection, study_id: int) -> str:
         if self.settings.reconcile_patient_conflict == "reject":
@@ -481,7 +526,7 @@ class ArchiveStore:
                 location="PatientID")
         conn.execute(update(S).where(S.c.id == study_id).values(
             reconciliation=CONFLICT, queue_reason="objects of the study name two different "
-            "patients", updated_at=utcnow()))
+            "patients", queue_kind=CONFLICT, updated_at=utcnow()))
         conn.execute(E.insert().values(study_id=study_id, kind="patient_conflict", details={},
                                        created_at=utcnow()))
         return CONFLICT

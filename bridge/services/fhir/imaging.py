@@ -29,7 +29,7 @@ from bridge.errors import NotFound
 from bridge.mapping.dicom.patch import SubjectValues
 from bridge.mapping.fhir import imaging_study as fis
 from bridge.services.egress.objects import load_subjects
-from bridge.store.archive_models import ASSIGNED, MATCHED, Instance, Series, Study
+from bridge.store.archive_models import RECONCILED, Instance, Series, Study
 from bridge.store.models import Order, Patient, PatientIdentifier, table_of
 
 S = table_of(Study)
@@ -39,7 +39,6 @@ P = table_of(Patient)
 PI = table_of(PatientIdentifier)
 O = table_of(Order)  # noqa: E741
 
-RECONCILED: Final = (MATCHED, ASSIGNED)
 MAX_COUNT: Final = 1000
 #: Studies per query when loading (keeps IN lists small on every database).
 _BATCH: Final = 500
@@ -170,6 +169,9 @@ def order_link(study: LoadedStudy, reference: str | None) -> fis.OrderLink:
     """The order part of the ImagingStudy from the MIS values (``reference`` is the
     ServiceRequest where it is known)."""
     subject = study.subject
+    if study.order_pk is None:  # linked to its patient only: no basedOn until an order
+        return fis.OrderLink(ordered=False,
+                             referring_physician=subject.referring_physician if subject else None)
     if subject is None:
         return fis.OrderLink(reference=reference)
     request = subject.request_attributes[0] if subject.request_attributes else None
@@ -242,7 +244,7 @@ def search_imaging_studies(
     - ``last_updated``: (from, before): from inclusive, before exclusive, either open;
     - ``count`` (0: the total only, at most :data:`MAX_COUNT`) and ``offset``.
     """
-    query: Select[Any] = select(S.c.id).where(S.c.reconciliation.in_(RECONCILED),
+    query: Select[Any] = select(S.c.id).where(S.c.reconciliation.in_(sorted(RECONCILED)),
                                               S.c.patient_id.is_not(None))
     if identifier is not None:
         query = query.where(_identifier_clause(identifier))

@@ -77,8 +77,7 @@ from bridge.mapping.fhir import imaging_study as fis
 from bridge.services.fhir import imaging as fhir_imaging
 from bridge.services.fhir.imaging import LoadedStudy
 from bridge.store.archive_models import (
-    ASSIGNED,
-    MATCHED,
+    RECONCILED,
     STABLE,
     AuditRecord,
     Job,
@@ -93,7 +92,6 @@ log = logging.getLogger("bridge.fhir_publish")
 FHIR_PUBLISH_QUEUE: Final = "fhir_publish"
 PUBLISHED_EVENT: Final = "published"
 AUDIT_ACTOR: Final = "fhir_publish"
-RECONCILED: Final = (MATCHED, ASSIGNED)
 FHIR_JSON: Final = "application/fhir+json"
 #: Statuses that may pass by waiting (besides 5xx); every other 4xx is permanent.
 RETRYABLE_STATUSES: Final = frozenset({408, 409, 412, 429})
@@ -164,7 +162,7 @@ def enqueue_merged_subjects(session: Session, *, since: datetime,
     if not fresh:
         return {}
     study_ids = conn.execute(select(S.c.id).where(
-        S.c.patient_id.in_(sorted(fresh)), S.c.reconciliation.in_(RECONCILED),
+        S.c.patient_id.in_(sorted(fresh)), S.c.reconciliation.in_(sorted(RECONCILED)),
         S.c.state == STABLE).order_by(S.c.id)).scalars().all()
     for study_id in study_ids:
         enqueue_publication(session, int(study_id))
@@ -296,8 +294,10 @@ class PublishHandler:
         patient = self._resolve_patient(study, keys, job)
         _check(stopping)
         order = fhir_imaging.order_link(study, None)
-        request = self._find_service_request(order.accession or study.record.accession,
-                                             keys.placer, patient)
+        # An unscheduled exam (no MIS order yet) has no ServiceRequest to look for.
+        request = (self._find_service_request(order.accession or study.record.accession,
+                                              keys.placer, patient)
+                   if order.ordered else None)
         _check(stopping)
         endpoint = self._endpoint()
         _check(stopping)

@@ -10,6 +10,7 @@ with statements built once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -19,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from bridge.config.settings import Settings
 from bridge.domain import (
+    CLOSED_STATUSES,
     OrderAction,
     OrderCommand,
     OrderData,
@@ -206,3 +208,29 @@ def _upsert_steps(conn: Connection, order: Any, steps: list[StepData],
     if new_rows:
         conn.execute(_INSERT_STEP, new_rows)
     return list(statuses.values())
+
+
+def complete_for_study(conn: Connection, order_id: int, modalities: Sequence[str]) -> int:
+    """An order attached to a study that was already performed (it arrived after the images:
+    no MPPS will come for it): its open steps of the study's modalities (or with none) are
+    completed, and the order follows its steps as MPPS makes it do. Returns the steps
+    completed."""
+    closed = [s.value for s in CLOSED_STATUSES]
+    now = utcnow()
+    mods = [m for m in modalities if m]
+    which = S.c.modality.is_(None) | (S.c.modality == "")
+    if mods:
+        which = which | S.c.modality.in_(mods)
+    done = conn.execute(update(S).where(S.c.order_id == order_id, S.c.status.not_in(closed),
+                                        which)
+                        .values(status=StepStatus.COMPLETED.value, updated_at=now)).rowcount
+    statuses = set(conn.execute(select(S.c.status).where(S.c.order_id == order_id)).scalars())
+    if statuses and statuses <= set(closed):
+        status = (StepStatus.COMPLETED if StepStatus.COMPLETED.value in statuses
+                  else StepStatus.DISCONTINUED)
+    else:
+        status = StepStatus.STARTED
+    if done:
+        conn.execute(update(O).where(O.c.id == order_id).values(status=status.value,
+                                                                updated_at=now))
+    return int(done)
