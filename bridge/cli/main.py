@@ -11,11 +11,13 @@ import sys
 import typer
 
 from bridge import __version__
+from bridge.cli.audit import audit_app
 from bridge.cli.hl7 import hl7_app
 from bridge.cli.legacy_import import import_command
 from bridge.cli.serve import migrate, serve
 from bridge.cli.storage import storage_app
 from bridge.cli.token import token_app
+from bridge.cli.user import org_app, user_app
 from bridge.cli.worklist import worklist_app
 
 app = typer.Typer(help="bridge: HL7 v2 / FHIR ↔ DICOM integration engine.",
@@ -26,6 +28,9 @@ app.add_typer(token_app, name="token")
 app.add_typer(worklist_app, name="worklist")
 app.add_typer(hl7_app, name="hl7")
 app.add_typer(storage_app, name="storage")
+app.add_typer(user_app, name="user")
+app.add_typer(org_app, name="org")
+app.add_typer(audit_app, name="audit")
 app.command("import")(import_command)
 
 

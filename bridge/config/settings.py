@@ -10,7 +10,15 @@ import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -190,6 +198,21 @@ class Settings(BaseSettings):
     import_translit_language: Literal["uk", "ru"] = "uk"
     #: Files handed to the archive at once by one import run (their commits are shared).
     import_workers: int = Field(default=4, ge=1, le=32)
+
+    # Clinicians' logins and the audit trail (block owned by the auth and audit modules)
+    #: How long a clinician's login (``brs_`` token) lasts.
+    login_session_seconds: float = Field(default=8 * 3600.0, ge=60)
+    #: Failed logins for one username within ``login_lockout_seconds`` that lock it (429).
+    login_max_failures: int = Field(default=5, ge=1)
+    login_lockout_seconds: float = Field(default=900.0, ge=1)
+    #: OIDC bearer tokens from the hospital's identity provider: issuer, audience and the
+    #: JWKS URL its signing keys are published at (all three, or none: OIDC off).
+    oidc_issuer: str = ""
+    oidc_audience: str = ""
+    oidc_jwks_url: str = ""
+    #: HMAC key for the audit chain (empty: plain SHA-256; set it so that somebody who can
+    #: write to the database cannot rebuild a consistent chain after editing it).
+    audit_hmac_key: SecretStr = SecretStr("")
 
     @field_validator("import_sources")
     @classmethod

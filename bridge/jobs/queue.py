@@ -37,7 +37,8 @@ from sqlalchemy import and_, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.errors import Conflict, NotFound
-from bridge.store.archive_models import AuditRecord, Job
+from bridge.store.archive_models import Job
+from bridge.store.audit import append_audit
 from bridge.store.db import read_session
 
 PENDING: Final = "pending"
@@ -352,10 +353,9 @@ def requeue_failed(session: Session, *, queue: str, actor: str,
 
 
 def _requeue_row(session: Session, job: Job, actor: str, now: datetime) -> None:
-    session.add(AuditRecord(
-        at=now, actor=actor[:128], action="requeue", entity="job", entity_id=str(job.id),
-        details={"queue": job.queue, "status": job.status, "attempts": job.attempts},
-    ))
+    append_audit(session, at=now, actor=actor, action="requeue", entity="job",
+                 entity_id=str(job.id),
+                 details={"queue": job.queue, "status": job.status, "attempts": job.attempts})
     job.status = PENDING
     job.attempts = 0
     job.next_attempt_at = now

@@ -192,15 +192,30 @@ class Job(Base):
 
 
 class AuditRecord(Base):
-    """Who did what to which record through the API (assign, reject, delete, requeue)."""
+    """One access to patient data or one change, append-only and hash-chained (see
+    :mod:`bridge.store.audit`, the only writer): who did what to which record, with which
+    outcome, for which patient (an identifier, never a name)."""
 
     __tablename__ = "audit_log"
-    __table_args__ = (Index("ix_audit_entity", "entity", "entity_id"),)
+    __table_args__ = (
+        Index("ix_audit_entity", "entity", "entity_id"),
+        Index("ix_audit_seq", "seq", unique=True),
+        Index("ix_audit_actor_at", "actor", "at"),
+        Index("ix_audit_patient", "patient_ref"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: Position in the chain, 1, 2, 3, ... with no gaps.
+    seq: Mapped[int] = mapped_column(Integer)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     actor: Mapped[str] = mapped_column(String(128), default="")
     action: Mapped[str] = mapped_column(String(32))
     entity: Mapped[str] = mapped_column(String(32))
     entity_id: Mapped[str] = mapped_column(String(64))
+    #: success | failure (a refused login, a denied read).
+    outcome: Mapped[str] = mapped_column(String(16), default="success")
+    #: The MIS patient the record concerns (``issuer|id``), for "who looked at this patient".
+    patient_ref: Mapped[str | None] = mapped_column(String(96))
     details: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))

@@ -35,6 +35,9 @@ from bridge.adapters.http.api import (
     peers as routes_peers,
 )
 from bridge.adapters.http.api import (
+    people as routes_people,
+)
+from bridge.adapters.http.api import (
     reconciliation as routes_reconciliation,
 )
 from bridge.adapters.http.api import (
@@ -53,8 +56,10 @@ from bridge.config.settings import Settings
 from bridge.errors import ANSWERS, BridgeError, answer_for
 from bridge.services.archive.stability import StudyHook
 from bridge.services.archive.store import ArchiveStore
+from bridge.services.auth.oidc import OidcVerifier
 from bridge.services.worklist.orders import OrderPolicy
 from bridge.storage.ops import StorageOps, build_storage_ops
+from bridge.store.audit import set_chain_key
 
 #: At most this many field errors are spelled out in a 422's ``detail``.
 _MAX_LISTED_ERRORS = 5
@@ -100,9 +105,11 @@ def create_app(
         delete_hooks=tuple(delete_hooks),
         # The bridge passes its own (sharing the scheduled migration); else from settings.
         storage=storage or build_storage_ops(settings, session_factory),
+        oidc=_oidc_verifier(settings),
     )
+    set_chain_key(settings.audit_hmac_key.get_secret_value().encode("utf-8") or None)
     for module in (routes_health, routes_messages, routes_worklist, routes_metrics,
-                   routes_reconciliation, routes_jobs, routes_peers, routes_storage,
+                   routes_reconciliation, routes_jobs, routes_peers, routes_storage, routes_people,
                    routes_dicomweb):
         app.include_router(module.router)
     # Before the FHIR REST routes: ``POST /fhir/{type}`` would take ``$notify`` for a type.
@@ -155,3 +162,10 @@ async def _validation_error(_request: Request, exc: RequestValidationError) -> J
 
 def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def _oidc_verifier(settings: Settings) -> OidcVerifier | None:
+    if not (settings.oidc_issuer and settings.oidc_audience and settings.oidc_jwks_url):
+        return None
+    return OidcVerifier(issuer=settings.oidc_issuer, audience=settings.oidc_audience,
+                        jwks_url=settings.oidc_jwks_url)

@@ -1,8 +1,10 @@
 """Request dependencies: the app's collaborators, a database session, the caller's token.
 
-Routes take them through the ``Annotated`` aliases below (``SessionDep``, ``CurrentToken``,
-``ViewerToken``, ``IntegrationToken``, ``AdminToken``, ``ContextDep``), so a route's
-signature says what it needs and which role may call it.
+Routes take them through the ``Annotated`` aliases below (``SessionDep``,
+``CurrentPrincipal``, ``ViewerToken``, ``IntegrationToken``, ``AdminToken``,
+``DirectoryAdmin``, ``ContextDep``), so a route's signature says what it needs and which
+level may call it. Every alias hands the route a :class:`Principal`, whether the caller is a
+system with an API token or a clinician logged in.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from bridge.config.settings import Settings
 from bridge.services.archive.stability import StudyHook
 from bridge.services.archive.store import ArchiveStore
+from bridge.services.auth.oidc import OidcVerifier, looks_like_jwt
+from bridge.services.auth.principal import Principal, token_principal
 from bridge.services.auth.tokens import authenticate, role_allows
+from bridge.services.auth.users import SESSION_PREFIX, authenticate_session
 from bridge.services.worklist.orders import OrderPolicy
 from bridge.storage.ops import StorageOps
 from bridge.store.db import read_session
-from bridge.store.models import ApiToken
 
 
 class ReprocessOutcome(Protocol):
@@ -58,6 +62,8 @@ class AppContext:
     delete_hooks: Sequence[StudyHook] = ()
     #: Storage tier operations (cleanup, migration, recall).
     storage: StorageOps | None = None
+    #: Validates identity-provider JWTs when OIDC is configured.
+    oidc: OidcVerifier | None = None
 
 
 def get_context(request: Request) -> AppContext:
@@ -82,52 +88,72 @@ SessionDep = Annotated[Session, Depends(get_session)]
 _bearer = HTTPBearer(
     auto_error=False,
     scheme_name="bearer",
-    description="An API token (`brg_...`), shown once when it is created.",
+    description="An API token for systems (`brg_...`, shown once when it is created), a "
+    "clinician's login (`brs_...`, from `POST /api/login`) or, when OIDC is configured, a "
+    "JWT from the hospital's identity provider.",
 )
 
 
-def get_current_token(
+def _unauthorized(detail: str, error: str = "") -> HTTPException:
+    challenge = f'Bearer error="{error}"' if error else "Bearer"
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail,
+                         headers={"WWW-Authenticate": challenge})
+
+
+def get_principal(
     context: ContextDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> ApiToken:
+) -> Principal:
+    """Who calls, from whichever credential they present; 401 when none holds."""
     if credentials is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "missing bearer token",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise _unauthorized("missing bearer token")
+    presented = credentials.credentials
     # Its own read-only session: on SQLite the request's session would otherwise take the
     # write lock for the whole request (a long WADO download would stall every C-STORE).
     with read_session(context.session_factory) as session:
-        token = authenticate(session, credentials.credentials)
-    if token is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "invalid or revoked token",
-            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-        )
-    return token
+        principal: Principal | None = None
+        if presented.startswith(SESSION_PREFIX):
+            principal = authenticate_session(session, presented)
+        elif context.oidc is not None and looks_like_jwt(presented):
+            principal = context.oidc.authenticate(session, presented)
+        else:
+            token = authenticate(session, presented)
+            if token is not None:
+                principal = token_principal(token.id, token.name, token.role)
+    if principal is None:
+        raise _unauthorized("invalid, expired or revoked credentials", "invalid_token")
+    return principal
 
 
-CurrentToken = Annotated[ApiToken, Depends(get_current_token)]
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+#: Kept for the routes written before logins: the caller, whatever their credential.
+CurrentToken = CurrentPrincipal
 
 
-def require_role(minimum: str) -> Callable[[ApiToken], ApiToken]:
-    """A dependency that lets through tokens whose role is ``minimum`` or above."""
+def require_role(minimum: str) -> Callable[[Principal], Principal]:
+    """A dependency that lets through callers whose level is ``minimum`` or above."""
 
-    def dependency(token: CurrentToken) -> ApiToken:
-        if not role_allows(token.role, minimum):
+    def dependency(principal: CurrentPrincipal) -> Principal:
+        if not role_allows(principal.level, minimum):
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"this needs the {minimum} role")
-        return token
+        return principal
 
     return dependency
 
 
-ViewerToken = Annotated[ApiToken, Depends(require_role("viewer"))]
-IntegrationToken = Annotated[ApiToken, Depends(require_role("integration"))]
-AdminToken = Annotated[ApiToken, Depends(require_role("admin"))]
+def require_admin(principal: CurrentPrincipal) -> Principal:
+    """Managing users and tokens: an admin token or an admin user, not an operator."""
+    if not principal.is_admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "this needs the admin role")
+    return principal
 
 
-def actor_of(token: ApiToken) -> str:
-    """Who did it, for the audit log: the token's name, or ``token {id}`` when it has none."""
-    return token.name or f"token {token.id}"
+ViewerToken = Annotated[Principal, Depends(require_role("viewer"))]
+IntegrationToken = Annotated[Principal, Depends(require_role("integration"))]
+AdminToken = Annotated[Principal, Depends(require_role("admin"))]
+DirectoryAdmin = Annotated[Principal, Depends(require_admin)]
+
+
+def actor_of(principal: Principal) -> str:
+    """Who did it, for the audit trail (an identifier, never a person's name)."""
+    return principal.actor

@@ -14,12 +14,12 @@ from bridge.services.archive.stability import StudyHook
 from bridge.storage.retention import RetentionPolicy
 from bridge.store.archive_models import (
     RECONCILED,
-    AuditRecord,
     Instance,
     Series,
     Study,
     StudyEvent,
 )
+from bridge.store.audit import append_audit
 from bridge.store.models import table_of, utcnow
 from bridge.store.storage_models import LONGTERM, ONLINE, InstanceCopy, StorageDeletion
 
@@ -27,7 +27,6 @@ S = table_of(Study)
 SE = table_of(Series)
 I = table_of(Instance)  # noqa: E741
 E = table_of(StudyEvent)
-AUDIT = table_of(AuditRecord)
 C = table_of(InstanceCopy)
 D = table_of(StorageDeletion)
 
@@ -69,11 +68,10 @@ def delete_study(session: Session, *, study_uid: str, actor: str, reason: str,
     conn.execute(delete(SE).where(SE.c.study_id == study.id))
     conn.execute(delete(E).where(E.c.study_id == study.id))
     conn.execute(delete(S).where(S.c.id == study.id))
-    conn.execute(AUDIT.insert().values(
-        at=utcnow(), actor=actor, action="delete", entity="study", entity_id=study_uid,
-        details={"reason": reason, "instances": study.num_instances,
-                 "reconciliation": study.reconciliation,
-                 "override_retention": override_retention}))
+    append_audit(conn, actor=actor, action="delete", entity="study", entity_id=study_uid,
+                 details={"reason": reason, "instances": study.num_instances,
+                          "reconciliation": study.reconciliation,
+                          "override_retention": override_retention})
     return paths
 
 

@@ -30,10 +30,10 @@ from bridge.store.archive_models import (
     QUEUED,
     RECONCILED,
     STABLE,
-    AuditRecord,
     Study,
     StudyEvent,
 )
+from bridge.store.audit import append_audit
 from bridge.store.models import Order, Patient, PatientIdentifier, ProcedureStep, table_of, utcnow
 
 ORD = table_of(Order)
@@ -42,7 +42,6 @@ STEP = table_of(ProcedureStep)
 P = table_of(Patient)
 PI = table_of(PatientIdentifier)
 E = table_of(StudyEvent)
-AUDIT = table_of(AuditRecord)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,9 +184,8 @@ def assign_study(session: Session, *, study_uid: str, actor: str, order_id: int 
     order = orders[0]
     attach_study(conn, study.id, Match(order.id, order.patient_id, "operator"), ASSIGNED,
                  only_queued=False)
-    conn.execute(AUDIT.insert().values(
-        at=utcnow(), actor=actor, action="assign", entity="study", entity_id=study_uid,
-        details={"order_id": order.id}))
+    append_audit(conn, actor=actor, action="assign", entity="study", entity_id=study_uid,
+                 details={"order_id": order.id})
     return int(study.id)
 
 
@@ -200,9 +198,8 @@ def _assign_to_patient(conn: Connection, study_id: int, study_uid: str, patient:
         raise NotFound("no MIS patient has this identifier (or several: give the issuer)",
                        location="patient")
     attach_study(conn, study_id, Match(0, patient_id, "operator"), ASSIGNED, only_queued=False)
-    conn.execute(AUDIT.insert().values(
-        at=utcnow(), actor=actor, action="assign", entity="study", entity_id=study_uid,
-        details={"patient_id": patient_id}))
+    append_audit(conn, actor=actor, action="assign", entity="study", entity_id=study_uid,
+                 details={"patient_id": patient_id})
     return int(study_id)
 
 

@@ -79,11 +79,11 @@ from bridge.services.fhir.imaging import LoadedStudy
 from bridge.store.archive_models import (
     RECONCILED,
     STABLE,
-    AuditRecord,
     Job,
     Study,
     StudyEvent,
 )
+from bridge.store.audit import append_audit
 from bridge.store.db import read_session
 from bridge.store.models import Patient, table_of, utcnow
 
@@ -458,8 +458,8 @@ class PublishHandler:
 
     def _audit(self, study_uid: str, action: str, details: dict[str, Any]) -> None:
         with self.session_factory.begin() as session:
-            session.add(AuditRecord(actor=AUDIT_ACTOR, action=action, entity="study",
-                                    entity_id=study_uid, details=details))
+            append_audit(session, actor=AUDIT_ACTOR, action=action, entity="study",
+                         entity_id=study_uid, details=details)
 
     # ------------------------------------------------------------------ HTTP
 

@@ -8,6 +8,7 @@ from bridge.store import (
     archive_models,  # noqa: F401  (registers the archive tables)
     fhir_models,  # noqa: F401  (registers the FHIR tables)
     import_models,  # noqa: F401  (registers the legacy import list)
+    people_models,  # noqa: F401  (registers the directory and logins)
     storage_models,  # noqa: F401  (registers the storage tier tables)
 )
 from bridge.store.models import Base

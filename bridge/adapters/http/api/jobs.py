@@ -17,15 +17,15 @@ from pydantic import BaseModel, ConfigDict, field_serializer
 from bridge.adapters.http.api.schemas import ErrorBody
 from bridge.adapters.http.deps import SessionDep, actor_of, require_role
 from bridge.jobs import queue
+from bridge.services.auth.principal import Principal
 from bridge.services.auth.tokens import ROLES
-from bridge.store.models import ApiToken
 
 log = logging.getLogger("bridge.http")
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
 #: The least role that may manage jobs: ``operator`` where that role exists, else ``admin``.
 JOBS_ROLE = "operator" if "operator" in ROLES else "admin"
-OperatorToken = Annotated[ApiToken, Depends(require_role(JOBS_ROLE))]
+OperatorToken = Annotated[Principal, Depends(require_role(JOBS_ROLE))]
 JobStatus = Literal["pending", "running", "done", "failed"]
 QueueName = Annotated[str, Query(min_length=1, max_length=32,
                                  description="queue name, e.g. forward")]
