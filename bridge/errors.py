@@ -52,6 +52,12 @@ class Conflict(BridgeError):
     hl7_code = "205"
 
 
+class Forbidden(BridgeError):
+    """The caller is known but may not do this (a referral's requester accepting it)."""
+
+    hl7_code = "207"
+
+
 class Transient(BridgeError):
     """A passing fault on our side (database busy, peer down): the sender may retry."""
 
@@ -70,6 +76,7 @@ ANSWERS: dict[type[BridgeError], Answer] = {
     MappingFailed: Answer("AE", 0xA900, 422),
     NotFound: Answer("AE", 0x0112, 404),
     Conflict: Answer("AE", 0x0110, 409),
+    Forbidden: Answer("AR", 0x0124, 403),  # DIMSE 0124H: refused, not authorised
     Transient: Answer("AR", 0xA700, 503),
     BridgeError: Answer("AE", 0xC000, 500),
 }

@@ -37,6 +37,7 @@ from bridge.services.compression import compressor as compression
 from bridge.services.fhir import publish as fhir_publish
 from bridge.services.fhir.registry_poll import RegistryPoller, schedule_registry_pull
 from bridge.services.fhir.registry_sync import IMPORT_QUEUE, RegistryImportHandler
+from bridge.services.referrals.hooks import start_for_study
 from bridge.storage import longterm_delete
 from bridge.storage.longterm_delete import LongtermDeleteHandler
 from bridge.storage.maintenance import schedule_storage_maintenance
@@ -75,7 +76,8 @@ class Background:
     def _build(self) -> None:
         s = self.settings
         self.metrics.register(ReconciliationCollector(self.sessions))
-        hooks: list[StudyHook] = []
+        # A referral's Task moves to in-progress when its exam's study arrives.
+        hooks: list[StudyHook] = [start_for_study]
         if s.forward_rules:
             hooks.append(self._forward_hook)
         handlers: dict[str, Handler] = {

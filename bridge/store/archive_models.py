@@ -23,6 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from bridge.store import people_models  # noqa: F401  (studies reference users)
 from bridge.store.models import Base, utcnow
 
 #: Study.state values.
@@ -95,6 +96,8 @@ class Study(Base):
     #: ``patient_mismatch``: the MIS patient the PatientID names (shown beside the
     #: modality's values so an operator can decide); never applied to what leaves.
     candidate_patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"))
+    #: The clinician who uploaded it (STOW-RS under their login): they may see it.
+    uploaded_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     last_received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     stable_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     #: Every instance has a verified long-term copy (reset when a new object arrives).

@@ -16,6 +16,7 @@ from bridge.adapters.dicom.dimse_status import failure
 from bridge.adapters.dicom.service import DicomService
 from bridge.config.settings import Settings
 from bridge.errors import BridgeError
+from bridge.services.referrals.hooks import start_for_mpps
 from bridge.services.worklist.mpps import create_mpps, set_mpps
 
 logger = logging.getLogger("bridge.dicom")
@@ -53,7 +54,7 @@ def handle_n_create(event: Event, deps: MppsDeps) -> NResult:
     extra = {"calling_ae": calling_ae, "accession": _accession(attributes)}
     try:
         with deps.session_factory.begin() as session:
-            create_mpps(session, str(uid), attributes, calling_ae)
+            start_for_mpps(session, create_mpps(session, str(uid), attributes, calling_ae))
     except Exception as exc:
         _log_failure("N-CREATE", exc, extra)
         return failure(exc), None

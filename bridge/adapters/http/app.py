@@ -41,6 +41,9 @@ from bridge.adapters.http.api import (
     reconciliation as routes_reconciliation,
 )
 from bridge.adapters.http.api import (
+    referrals as routes_referrals,
+)
+from bridge.adapters.http.api import (
     storage as routes_storage,
 )
 from bridge.adapters.http.api import (
@@ -50,6 +53,7 @@ from bridge.adapters.http.deps import AppContext, Reprocess
 from bridge.adapters.http.dicomweb import routes as routes_dicomweb
 from bridge.adapters.http.fhir import notify as routes_fhir_notify
 from bridge.adapters.http.fhir import routes as routes_fhir
+from bridge.adapters.http.fhir import workflow as routes_fhir_workflow
 from bridge.adapters.http.metrics import HttpMetrics
 from bridge.adapters.http.middleware import MetricsMiddleware, UnexpectedErrorMiddleware
 from bridge.config.settings import Settings
@@ -110,10 +114,12 @@ def create_app(
     set_chain_key(settings.audit_hmac_key.get_secret_value().encode("utf-8") or None)
     for module in (routes_health, routes_messages, routes_worklist, routes_metrics,
                    routes_reconciliation, routes_jobs, routes_peers, routes_storage, routes_people,
+                   routes_referrals,
                    routes_dicomweb):
         app.include_router(module.router)
     # Before the FHIR REST routes: ``POST /fhir/{type}`` would take ``$notify`` for a type.
     app.include_router(routes_fhir_notify.notify_router(notify_trigger))
+    app.include_router(routes_fhir_workflow.router)  # before the generic routes
     app.include_router(routes_fhir.router)
     app.add_exception_handler(BridgeError, _bridge_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]

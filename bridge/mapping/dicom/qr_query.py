@@ -94,6 +94,9 @@ class ArchiveQuery:
     study_description: TextMatch | None = None
     #: A study matches when one of its series' modalities matches.
     modalities_in_study: TextMatch | None = None
+    #: A clinician's user id: only the studies they may see match (None: a system or an
+    #: operator, no access filter).
+    viewer: int | None = None
     # series
     series_uids: tuple[str, ...] = ()
     modality: TextMatch | None = None
@@ -124,6 +127,8 @@ class RetrieveKeys:
     study_uids: tuple[str, ...] = ()
     series_uids: tuple[str, ...] = ()
     sop_instance_uids: tuple[str, ...] = ()
+    #: As :attr:`ArchiveQuery.viewer`: only the studies this clinician may see.
+    viewer: int | None = None
 
 
 # Keyword → ArchiveQuery field, by the kind of matching the key gets.

@@ -13,7 +13,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bridge.errors import BridgeError, Conflict, MappingFailed, NotFound, Rejected, Transient
+from bridge.errors import (
+    BridgeError,
+    Conflict,
+    Forbidden,
+    MappingFailed,
+    NotFound,
+    Rejected,
+    Transient,
+)
 
 
 class PreconditionFailed(Conflict):
@@ -55,6 +63,7 @@ _ANSWERS: tuple[tuple[type[BaseException], int, str], ...] = (
     (Rejected, 400, "structure"),
     (NotFound, 404, "not-found"),
     (Conflict, 409, "conflict"),
+    (Forbidden, 403, "forbidden"),
     (Transient, 503, "transient"),
     (BridgeError, 500, "exception"),
 )

@@ -49,6 +49,7 @@ from bridge.mapping.dicom.qr_results import (
     StudyRecord,
 )
 from bridge.mapping.worklist.query import Range, TextMatch, like_pattern
+from bridge.services.access.visibility import study_visible
 from bridge.services.egress.objects import load_subjects
 from bridge.store.archive_models import Instance, Series, Study
 from bridge.store.models import Order, Patient, PatientIdentifier, table_of
@@ -316,6 +317,8 @@ def instances_for_retrieve(session: Session, keys: RetrieveKeys) -> list[StoredI
         stmt = stmt.where(_I.c.study_id.in_(studies))
     elif not (keys.study_uids or keys.series_uids or keys.sop_instance_uids):
         return []  # never "everything"
+    if keys.viewer is not None:
+        stmt = stmt.where(_I.c.study_id.in_(select(_S.c.id).where(study_visible(keys.viewer))))
     if keys.study_uids:
         stmt = stmt.where(_I.c.study_id.in_(
             select(_S.c.id).where(_S.c.study_instance_uid.in_(keys.study_uids))))
@@ -356,6 +359,7 @@ class _Matcher:
             self.text(_effective(_O.c.referring_physician, _S.c.referring_physician),
                       query.referring_physician),
             self._modalities_in_study(query.modalities_in_study),
+            study_visible(query.viewer) if query.viewer is not None else None,
         ]
         return [c for c in conditions if c is not None]
 

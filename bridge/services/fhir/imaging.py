@@ -28,6 +28,7 @@ from bridge.config.settings import Settings
 from bridge.errors import NotFound
 from bridge.mapping.dicom.patch import SubjectValues
 from bridge.mapping.fhir import imaging_study as fis
+from bridge.services.access.visibility import study_visible
 from bridge.services.egress.objects import load_subjects
 from bridge.store.archive_models import RECONCILED, Instance, Series, Study
 from bridge.store.models import Order, Patient, PatientIdentifier, table_of
@@ -213,8 +214,13 @@ def own_imaging_study(study: LoadedStudy, settings: Settings,
 
 
 def imaging_study_for(session: Session, study_id: int, settings: Settings, *,
-                      naming: fis.FhirNaming | None = None) -> dict[str, Any]:
-    """One ImagingStudy by ``studies.id``; :class:`NotFound` when absent or unreconciled."""
+                      naming: fis.FhirNaming | None = None,
+                      viewer: int | None = None) -> dict[str, Any]:
+    """One ImagingStudy by ``studies.id``; :class:`NotFound` when absent, unreconciled or
+    not visible to the clinician ``viewer``."""
+    if viewer is not None and session.execute(
+            select(S.c.id).where(S.c.id == study_id, study_visible(viewer))).first() is None:
+        raise NotFound(f"ImagingStudy/{study_id} is not known", location="id")
     study = load_studies(session, [study_id]).get(study_id)
     if study is None:
         raise NotFound(f"ImagingStudy/{study_id} is not known", location="id")
@@ -232,8 +238,10 @@ def search_imaging_studies(
     count: int = 20,
     offset: int = 0,
     naming: fis.FhirNaming | None = None,
+    viewer: int | None = None,
 ) -> tuple[int, list[dict[str, Any]]]:
-    """Reconciled studies matching every given criterion, by id: (total, one page).
+    """Reconciled studies matching every given criterion, by id: (total, one page); for a
+    clinician (``viewer``) only the studies they may see.
 
     - ``identifier``: a FHIR token, comma-separated values meaning OR:
       ``urn:dicom:uid|urn:oid:<uid>`` (the study), ``|<accession>`` or ``<value>`` (the
@@ -246,6 +254,8 @@ def search_imaging_studies(
     """
     query: Select[Any] = select(S.c.id).where(S.c.reconciliation.in_(sorted(RECONCILED)),
                                               S.c.patient_id.is_not(None))
+    if viewer is not None:
+        query = query.where(study_visible(viewer))
     if identifier is not None:
         query = query.where(_identifier_clause(identifier))
     if patient_id is not None:

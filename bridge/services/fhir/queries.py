@@ -43,7 +43,8 @@ IMAGING_INCLUDES = {
 
 
 def read_any(session: Session, ctx: FhirContext, resource_type: str,
-             resource_id: str) -> dict[str, Any]:
+             resource_id: str, *, viewer: int | None = None) -> dict[str, Any]:
+    """One resource; for a clinician (``viewer``) only a study they may see (else 404)."""
     if resource_type in DOMAIN_TYPES:
         return read_resource(session, ctx, resource_type, resource_id)
     if resource_type == IMAGING_STUDY:
@@ -51,7 +52,7 @@ def read_any(session: Session, ctx: FhirContext, resource_type: str,
         if study_id is None:
             raise NotFound(f"ImagingStudy/{resource_id} is not known", location="id")
         return fhir_imaging.imaging_study_for(session, study_id, ctx.settings,
-                                              naming=_naming(ctx))
+                                              naming=_naming(ctx), viewer=viewer)
     if resource_type == ENDPOINT:
         if resource_id != fis.ENDPOINT_ID:
             raise NotFound(f"Endpoint/{resource_id} is not known", location="id")
@@ -61,7 +62,7 @@ def read_any(session: Session, ctx: FhirContext, resource_type: str,
 
 def search_bundle(session: Session, ctx: FhirContext, resource_type: str,
                   params: list[tuple[str, str]], *, base: str,
-                  strict: bool = False) -> dict[str, Any]:
+                  strict: bool = False, viewer: int | None = None) -> dict[str, Any]:
     """A searchset Bundle (one page; ``fullUrl`` and links under ``base``, e.g.
     ``https://host/fhir``)."""
     if resource_type in DOMAIN_TYPES:
@@ -73,7 +74,7 @@ def search_bundle(session: Session, ctx: FhirContext, resource_type: str,
         query = parse_search(resource_type, params, ctx.zone, strict=strict,
                              allowed=IMAGING_SEARCH_PARAMS[IMAGING_STUDY],
                              includes=IMAGING_INCLUDES[IMAGING_STUDY])
-        total, matches = _imaging_studies(session, ctx, query)
+        total, matches = _imaging_studies(session, ctx, query, viewer)
     elif resource_type == ENDPOINT:
         query = parse_search(resource_type, params, ctx.zone, strict=strict,
                              allowed=IMAGING_SEARCH_PARAMS[ENDPOINT],
@@ -91,8 +92,8 @@ def search_bundle(session: Session, ctx: FhirContext, resource_type: str,
     return searchset(entries, total=total, links=_links(base, query, total))
 
 
-def _imaging_studies(session: Session, ctx: FhirContext,
-                     query: SearchQuery) -> tuple[int, list[dict[str, Any]]]:
+def _imaging_studies(session: Session, ctx: FhirContext, query: SearchQuery,
+                     viewer: int | None) -> tuple[int, list[dict[str, Any]]]:
     """The ImagingStudy search as :func:`fhir_imaging.search_imaging_studies` takes it:
     one value per parameter (several identifiers OR'd with commas); ``_id`` filtered here."""
     if len(query.identifiers) > 1 or len(query.subjects) > 1 or len(query.statuses) > 1:
@@ -123,13 +124,13 @@ def _imaging_studies(session: Session, ctx: FhirContext,
         _total, matches = fhir_imaging.search_imaging_studies(
             session, settings=ctx.settings, identifier=identifier, patient_id=patient_id,
             status=status, last_updated=(low, high), count=fhir_imaging.MAX_COUNT,
-            naming=_naming(ctx))
+            naming=_naming(ctx), viewer=viewer)
         selected = [m for m in matches if m.get("id") in wanted]
         return len(selected), selected[query.offset:query.offset + query.count]
     return fhir_imaging.search_imaging_studies(
         session, settings=ctx.settings, identifier=identifier, patient_id=patient_id,
         status=status, last_updated=(low, high), count=query.count, offset=query.offset,
-        naming=_naming(ctx))
+        naming=_naming(ctx), viewer=viewer)
 
 
 def _naming(ctx: FhirContext) -> fis.FhirNaming:

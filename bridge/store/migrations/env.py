@@ -9,6 +9,7 @@ from bridge.store import (
     fhir_models,  # noqa: F401  (registers the FHIR tables)
     import_models,  # noqa: F401  (registers the legacy import list)
     people_models,  # noqa: F401  (registers the directory and logins)
+    referral_models,  # noqa: F401  (registers referrals, reports and shares)
     storage_models,  # noqa: F401  (registers the storage tier tables)
 )
 from bridge.store.models import Base

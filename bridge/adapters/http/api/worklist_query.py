@@ -20,6 +20,7 @@ from bridge.adapters.http.api.schemas import (
 )
 from bridge.domain import CLOSED_STATUSES
 from bridge.errors import NotFound
+from bridge.services.access.visibility import order_visible
 from bridge.store.models import Order, Patient, PatientIdentifier, ProcedureStep
 
 
@@ -35,8 +36,10 @@ def find_worklist(
     accession: str | None = None,
     limit: int = 100,
     offset: int = 0,
+    viewer: int | None = None,
 ) -> list[WorklistItem]:
-    """Steps matching every given filter, by scheduled date and time. Dates are inclusive."""
+    """Steps matching every given filter, by scheduled date and time. Dates are inclusive.
+    For a clinician (``viewer``) only the orders of patients they may see."""
     primary = PatientIdentifier
     query = (
         select(ProcedureStep, Order, Patient, primary.value, primary.issuer)
@@ -44,6 +47,8 @@ def find_worklist(
         .join(Patient, Order.patient_id == Patient.id)
         .outerjoin(primary, and_(primary.patient_id == Patient.id, primary.position == 0))
     )
+    if viewer is not None:
+        query = query.where(order_visible(viewer))
     if station_ae:
         query = query.where(ProcedureStep.station_ae == station_ae)
     if modality:
@@ -76,9 +81,12 @@ def find_worklist(
     ]
 
 
-def load_order(session: Session, *, order_id: int) -> Order:
+def load_order(session: Session, *, order_id: int, viewer: int | None = None) -> Order:
+    query = select(Order).where(Order.id == order_id)
+    if viewer is not None:
+        query = query.where(order_visible(viewer))
     order = session.execute(
-        select(Order).where(Order.id == order_id).options(
+        query.options(
             selectinload(Order.steps),
             selectinload(Order.patient).selectinload(Patient.identifiers),
         )
@@ -88,8 +96,8 @@ def load_order(session: Session, *, order_id: int) -> Order:
     return order
 
 
-def order_detail(session: Session, *, order_id: int) -> OrderDetail:
-    order = load_order(session, order_id=order_id)
+def order_detail(session: Session, *, order_id: int, viewer: int | None = None) -> OrderDetail:
+    order = load_order(session, order_id=order_id, viewer=viewer)
     primary = order.patient.identifiers[0] if order.patient.identifiers else None
     return OrderDetail.model_validate({
         **OrderOut.model_validate(order).model_dump(),

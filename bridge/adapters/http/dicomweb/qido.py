@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 
 from fastapi import APIRouter, Request, Response
 from sqlalchemy.orm import Session
 
+from bridge.adapters.http.access import audit_read, viewer_of
 from bridge.adapters.http.deps import ContextDep
 from bridge.adapters.http.dicomweb.common import (
     DICOM_JSON,
@@ -87,8 +89,11 @@ def _search(request: Request, context: ContextDep, level: Level, *,
                         study_uid=study, series_uid=series, max_limit=MAX_LIMIT)
     # One more than the page when we chose the limit: tells whether to warn of more.
     fetch = search.limit + 1 if search.limit_is_ours else search.limit
+    search = replace(search, query=replace(search.query, viewer=viewer_of(request)))
     with read_session(context.session_factory) as session:
         records = _find(session, search, fetch)
+    audit_read(context, request, action="search", entity="study",
+               entity_id=study or "*", details={"level": level.value, "matches": len(records)})
     warnings = list(search.warnings)
     if len(records) > search.limit:
         records = records[: search.limit]

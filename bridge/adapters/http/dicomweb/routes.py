@@ -1,9 +1,10 @@
 """DICOMweb under ``/dicomweb``: QIDO-RS search, WADO-RS retrieve and metadata, STOW-RS store.
 
 The answers hold patient data (and STOW-RS writes into the archive), so every route needs a
-token with the integration role. What leaves carries the current MIS values (the database is
-the truth), as for C-FIND and C-MOVE; what arrives goes through the same checks,
-reconciliation and index as a C-STORE.
+token with the integration role, or a clinician's login: a clinician finds and retrieves only
+the studies they may see (others answer 404) and what they store is recorded as theirs.
+What leaves carries the current MIS values (the database is the truth), as for C-FIND and
+C-MOVE; what arrives goes through the same checks, reconciliation and index as a C-STORE.
 
 - :mod:`.dicomweb_qido`: ``GET /studies``, ``/series``, ``/instances`` and the same under a
   study or series.
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from bridge.adapters.http.deps import require_role
+from bridge.adapters.http.access import patient_data_reader
 from bridge.adapters.http.dicomweb import (
     qido as dicomweb_qido,
 )
@@ -37,7 +38,7 @@ router = APIRouter(
     tags=["dicomweb"],
     # The token is checked in its own read-only session (see deps.get_current_token); the
     # routes read in their own read-only sessions, closed before a response streams.
-    dependencies=[Depends(require_role("integration"))],
+    dependencies=[Depends(patient_data_reader("integration"))],
 )
 router.include_router(dicomweb_qido.router)
 router.include_router(dicomweb_wado.router)

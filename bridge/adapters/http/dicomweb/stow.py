@@ -21,15 +21,18 @@ import logging
 import os
 import tempfile
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
 from fastapi import APIRouter, Request, Response, status
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
+from sqlalchemy import update
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
+from bridge.adapters.http.access import viewer_of
 from bridge.adapters.http.deps import ContextDep
 from bridge.adapters.http.dicomweb.common import (
     DICOM,
@@ -53,6 +56,8 @@ from bridge.errors import BridgeError, Rejected, answer_for
 from bridge.mapping.dicom.json_model import StowResult, stow_response
 from bridge.services.archive.store import ArchiveStore, Arrival
 from bridge.storage.durable import remove_file
+from bridge.store.archive_models import Study
+from bridge.store.models import utcnow
 
 log = logging.getLogger("bridge.http")
 router = APIRouter()
@@ -91,6 +96,7 @@ class _Outcome:
 
 async def _store(request: Request, context: ContextDep, *, study: str | None) -> Response:
     require_json_accepted(request.headers.get("accept"))
+    started = utcnow()
     parser = _parser(request.headers.get("content-type"))
     store = context.archive_store
     incoming = context.settings.archive_root / ".incoming"
@@ -128,7 +134,20 @@ async def _store(request: Request, context: ContextDep, *, study: str | None) ->
             remove_file(part.path)
     if not outcome.results:
         raise Rejected("the request holds no DICOM object", location="body")
+    uploader = viewer_of(request)
+    if uploader is not None and outcome.studies:
+        await run_in_threadpool(_record_uploader, context, outcome.studies, uploader, started)
     return _response(outcome, study, base)
+
+
+def _record_uploader(context: ContextDep, study_uids: set[str], user_id: int,
+                     started: datetime) -> None:
+    """A clinician's STOW makes the studies it created theirs (they may see them); a study
+    that existed before keeps its owner, so storing into it grants nothing."""
+    with context.session_factory.begin() as session:
+        session.execute(update(Study).where(
+            Study.study_instance_uid.in_(sorted(study_uids)), Study.uploaded_by.is_(None),
+            Study.created_at >= started).values(uploaded_by=user_id))
 
 
 def _parser(content_type: str | None) -> MultipartParser:

@@ -19,13 +19,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from pydicom.uid import ExplicitVRBigEndian
 
+from bridge.adapters.http.access import audit_read, viewer_of
 from bridge.adapters.http.deps import ContextDep
 from bridge.adapters.http.dicomweb.common import (
     ANY_SYNTAX,
@@ -97,7 +98,7 @@ def retrieve_instance(study: str, series: str, instance: str, request: Request,
 
 def _retrieve(keys: RetrieveKeys, request: Request, context: ContextDep) -> StreamingResponse:
     wanted = wanted_dicom_syntaxes(request.headers.get("accept"))
-    instances, subjects, paths = _found(keys, context)
+    instances, subjects, paths = _found(keys, context, request)
     planned = [_Planned(i, subjects.get(i.study_pk), _syntax_for(i, wanted, instances), local)
                for i, local in zip(instances, paths, strict=True)]
     boundary = new_boundary()
@@ -161,7 +162,7 @@ def instance_metadata(study: str, series: str, instance: str, request: Request,
 def _metadata(keys: RetrieveKeys, request: Request, context: ContextDep) -> StreamingResponse:
     require_json_accepted(request.headers.get("accept"))
     # Headers only: a present online file is not hashed whole for them.
-    instances, subjects, paths = _found(keys, context, verify_online=False)
+    instances, subjects, paths = _found(keys, context, request, verify_online=False)
     base = studies_url(request)
     log.info("WADO-RS metadata: %d objects", len(instances))
     return StreamingResponse(
@@ -200,7 +201,8 @@ def bulk_data(study: str, series: str, instance: str, tag: str, request: Request
         wanted_tag = -1
     if wanted_tag < 0:
         raise NotFound("no such bulk data", location="tag")
-    found, subjects, paths = _found(_instance_keys(study, series, instance), context)
+    found, subjects, paths = _found(_instance_keys(study, series, instance), context,
+                                   request)
     stored, local = found[0], paths[0]
     subject = subjects.get(stored.study_pk)
     root = context.settings.archive_root
@@ -253,19 +255,24 @@ def _instance_keys(study: str, series: str, instance: str) -> RetrieveKeys:
                         sop_instance_uids=(check_uid(instance, "instance"),))
 
 
-def _found(keys: RetrieveKeys, context: ContextDep, *, verify_online: bool = True
+def _found(keys: RetrieveKeys, context: ContextDep, request: Request, *,
+           verify_online: bool = True,
            ) -> tuple[list[StoredInstance], dict[int, SubjectValues | None], list[Path]]:
     """The stored instances ``keys`` name, the MIS values of their studies, and each one's
     checked local copy (the online file, or fetched from the long-term tier), read before
     anything streams; 404 when none, 500 when no intact copy is left, 503 when only the
     unreachable long-term store has it (faults that must not surface as a truncated
     multipart body)."""
+    keys = replace(keys, viewer=viewer_of(request))
     with read_session(context.session_factory) as session:
         instances = instances_for_retrieve(session, keys)
         subjects = load_subjects(session, {i.study_pk for i in instances})
     if not instances:
         level = {Level.STUDY: "study", Level.SERIES: "series"}.get(keys.level, "instance")
         raise NotFound(f"no such {level} in the archive", location=level)
+    audit_read(context, request, action="retrieve", entity="study",
+               entity_id=",".join(keys.study_uids),
+               details={"level": keys.level.value, "instances": len(instances)})
     reader = reader_for(context.settings, context.session_factory)
     try:
         paths = reader.all_local_paths(instances, verify_online=verify_online)

@@ -10,7 +10,9 @@
 - ``POST /fhir``: transaction and batch Bundles (:mod:`bridge.services.fhir.transactions`).
 
 Tokens: the integration role reads, searches and writes (the resources carry patient data,
-as the HL7 message contents do). Every error is an OperationOutcome
+as the HL7 message contents do). Clinicians (a login) read ImagingStudy here, filtered to the
+studies they may see; their referrals, results and the directory are in :mod:`.workflow`.
+Every read and search of patient data is an audit record. Every error is an OperationOutcome
 (:class:`~.fhir_http.FhirRoute`). Reads run in read-only sessions (on SQLite they take no
 write lock); a write commits once, after the whole interaction (or Bundle) succeeded.
 """
@@ -24,6 +26,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy.orm import Session
 
 from bridge import __version__ as bridge_version
+from bridge.adapters.http.access import audit_read, patient_data_reader, viewer_of
 from bridge.adapters.http.deps import (
     AppContext,
     ContextDep,
@@ -40,7 +43,8 @@ from bridge.adapters.http.fhir.responses import (
     raw_body,
     resource_headers,
 )
-from bridge.errors import NotFound, Rejected
+from bridge.adapters.http.fhir.workflow import workflow_resources
+from bridge.errors import Forbidden, NotFound, Rejected
 from bridge.mapping.fhir.bundle import parse_qsl
 from bridge.mapping.fhir.capability import (
     ResourceCapability,
@@ -48,6 +52,7 @@ from bridge.mapping.fhir.capability import (
     domain_resources,
 )
 from bridge.mapping.fhir.outcome import NotAllowed, information
+from bridge.services.auth.principal import Principal
 from bridge.services.fhir.context import DOMAIN_TYPES, FhirContext
 from bridge.services.fhir.lookup import build_resources
 from bridge.services.fhir.queries import (
@@ -64,6 +69,9 @@ from bridge.services.fhir.transactions import process_bundle
 from bridge.store.db import read_session
 
 router = APIRouter(prefix="/fhir", tags=["fhir"], route_class=FhirRoute)
+Reader = Annotated[Principal, Depends(patient_data_reader("integration"))]
+#: What a clinician reads through these generic routes (filtered to their studies).
+CLINICIAN_TYPES = frozenset({IMAGING_STUDY, ENDPOINT})
 RawBody = Annotated[bytes, Depends(raw_body)]
 _STARTED = datetime.now(UTC)
 
@@ -89,7 +97,7 @@ def metadata(request: Request, context: ContextDep) -> Response:
                for kind in (IMAGING_STUDY, ENDPOINT)]
     statement = capability_statement(
         context.settings.fhir_version, fhir_base(request, context.settings), bridge_version,
-        [*domain_resources(), *imaging], _STARTED)
+        [*domain_resources(), *imaging, *workflow_resources()], _STARTED)
     return fhir_response(statement)
 
 
@@ -109,14 +117,14 @@ def bundle(request: Request, context: ContextDep, session: SessionDep,
 
 @router.get("/{resource_type}")
 def search(resource_type: str, request: Request, context: ContextDep,
-           _token: IntegrationToken) -> Response:
+           principal: Reader) -> Response:
     check_format(request)
     return _search(resource_type, list(request.query_params.multi_items()), request, context)
 
 
 @router.post("/{resource_type}/_search")
 def search_by_post(resource_type: str, request: Request, context: ContextDep,
-                   _token: IntegrationToken, body: RawBody) -> Response:
+                   principal: Reader, body: RawBody) -> Response:
     """Search with the parameters in a form body (and the URL)."""
     check_format(request)
     media = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
@@ -129,21 +137,39 @@ def search_by_post(resource_type: str, request: Request, context: ContextDep,
 
 def _search(resource_type: str, params: list[tuple[str, str]], request: Request,
             context: AppContext) -> Response:
-    kind = _served(resource_type)
+    kind = _served_to(resource_type, request)
     with read_session(context.session_factory) as session:
         answer = search_bundle(session, _fhir(context), kind, params,
                                base=fhir_base(request, context.settings),
-                               strict=prefer(request, "handling") == "strict")
+                               strict=prefer(request, "handling") == "strict",
+                               viewer=viewer_of(request))
+    audit_read(context, request, action="search", entity=kind.lower()[:32], entity_id="*",
+               details={"matches": len(answer.get("entry", []))})
     return fhir_response(answer)
+
+
+def _served_to(resource_type: str, request: Request) -> str:
+    """The type, when the caller may read it: a clinician reads imaging only here (their
+    referrals and results are served by :mod:`.workflow`)."""
+    kind = _served(resource_type)
+    if viewer_of(request) is not None and kind not in CLINICIAN_TYPES:
+        raise Forbidden(f"{kind} is read by systems; clinicians read ImagingStudy, Task, "
+                        "DiagnosticReport and the directory", location="type")
+    return kind
 
 
 @router.get("/{resource_type}/{resource_id}")
 def read(resource_type: str, resource_id: str, request: Request, context: ContextDep,
-         _token: IntegrationToken) -> Response:
+         principal: Reader) -> Response:
     check_format(request)
-    kind = _served(resource_type)
+    kind = _served_to(resource_type, request)
     with read_session(context.session_factory) as session:
-        resource = read_any(session, _fhir(context), kind, resource_id)
+        resource = read_any(session, _fhir(context), kind, resource_id,
+                            viewer=viewer_of(request))
+    subject = resource.get("subject")
+    audit_read(context, request, action="read", entity=kind.lower()[:32],
+               entity_id=resource_id,
+               patient_ref=subject.get("reference") if isinstance(subject, dict) else None)
     headers = resource_headers(resource, fhir_base(request, context.settings))
     headers.pop("Location", None)
     if_none_match = request.headers.get("if-none-match")

@@ -1,0 +1,61 @@
+"""Reads of patient data over HTTP: who may read, what they may see, and the audit record.
+
+Routes that serve patient data take :func:`patient_data_reader` as a dependency: it lets
+clinicians through (their reads are then filtered to their studies in the database query,
+see :mod:`bridge.services.access.visibility`) and systems and operators with at least the
+route's level, and it keeps the caller on ``request.state`` for :func:`viewer_of` and
+:func:`audit_read`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+
+from fastapi import HTTPException, Request, status
+
+from bridge.adapters.http.deps import AppContext, CurrentPrincipal
+from bridge.services.auth.principal import Principal
+from bridge.services.auth.tokens import role_allows
+from bridge.store.audit import append_audit
+
+log = logging.getLogger("bridge.http")
+
+
+def patient_data_reader(minimum: str) -> Callable[[Request, Principal], Principal]:
+    """A dependency: clinicians (filtered) or callers at ``minimum`` level or above."""
+
+    def dependency(request: Request, principal: CurrentPrincipal) -> Principal:
+        if not (principal.is_clinician or role_allows(principal.level, minimum)):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"this needs the {minimum} role")
+        request.state.principal = principal
+        return principal
+
+    return dependency
+
+
+def principal_of(request: Request) -> Principal:
+    principal: Principal = request.state.principal
+    return principal
+
+
+def viewer_of(request: Request) -> int | None:
+    """The clinician whose access filter applies, or None (a system, an operator)."""
+    principal = getattr(request.state, "principal", None)
+    if isinstance(principal, Principal) and principal.is_clinician:
+        return principal.id
+    return None
+
+
+def audit_read(context: AppContext, request: Request, *, action: str, entity: str,
+               entity_id: str, patient_ref: str | None = None,
+               details: Mapping[str, object] | None = None) -> None:
+    """One audit record for a read of patient data, committed before the answer leaves."""
+    principal = getattr(request.state, "principal", None)
+    actor = principal.actor if isinstance(principal, Principal) else "anonymous"
+    source = request.client.host if request.client else ""
+    with context.session_factory.begin() as session:
+        append_audit(session, actor=actor, action=action, entity=entity,
+                     entity_id=entity_id[:64], patient_ref=patient_ref,
+                     details={"path": request.url.path[:200], "source": source,
+                              **(details or {})})
