@@ -38,6 +38,7 @@ from bridge.services.fhir import publish as fhir_publish
 from bridge.services.fhir.registry_poll import RegistryPoller, schedule_registry_pull
 from bridge.services.fhir.registry_sync import IMPORT_QUEUE, RegistryImportHandler
 from bridge.services.referrals.hooks import start_for_study
+from bridge.services.referrals.notify import notification_handlers
 from bridge.storage import longterm_delete
 from bridge.storage.longterm_delete import LongtermDeleteHandler
 from bridge.storage.maintenance import schedule_storage_maintenance
@@ -83,6 +84,10 @@ class Background:
         handlers: dict[str, Handler] = {
             forwarding.FORWARD_QUEUE: forwarding.ForwardHandler(s, self.sessions)}
         policies = {forwarding.FORWARD_QUEUE: forwarding.retry_policy(s)}
+        # Referral changes to the parties' systems (FHIR Subscriptions), from the outbox.
+        notify_handlers, notify_policies = notification_handlers(s, self.sessions)
+        handlers.update(notify_handlers)
+        policies.update(notify_policies)
         # A deleted study's long-term copies (queued in the deleting transaction).
         handlers[LONGTERM_DELETE_QUEUE] = LongtermDeleteHandler(s, self.sessions)
         policies[LONGTERM_DELETE_QUEUE] = longterm_delete.RETRY_POLICY

@@ -140,3 +140,25 @@ class AccessGrant(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Subscription(Base):
+    """A party's system asking to be told of referral changes (FHIR Subscription, rest-hook).
+
+    ``criteria`` is a Task search (``Task?status=completed&requester=Practitioner/3``);
+    deliveries go through the job queue, so a receiver that is down gets them later."""
+
+    __tablename__ = "subscriptions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    criteria: Mapped[str] = mapped_column(String(500))
+    endpoint: Mapped[str] = mapped_column(String(500))
+    #: '' (a ping, no body) or application/fhir+json (the Task itself).
+    payload: Mapped[str] = mapped_column(String(64), default="application/fhir+json")
+    #: HTTP headers sent with each delivery ("Authorization: Bearer ...").
+    headers: Mapped[list[str]] = mapped_column(JSON, default=list)
+    #: requested | active | error | off
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

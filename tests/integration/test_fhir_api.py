@@ -142,7 +142,12 @@ def test_metadata_is_open_and_says_what_is_served(api: Api) -> None:
         statement = valid(client.get("/fhir/metadata"))
     assert statement["fhirVersion"] == "4.0.1"
     kinds = {r["type"]: r for r in statement["rest"][0]["resource"]}
-    assert set(kinds) == {"Patient", "ServiceRequest", "ImagingStudy", "Endpoint"}
+    assert set(kinds) == {"Patient", "ServiceRequest", "ImagingStudy", "Endpoint", "Task",
+                          "DiagnosticReport", "Practitioner", "PractitionerRole",
+                          "Organization", "Subscription"}
+    assert {i["code"] for i in kinds["Task"]["interaction"]} == {
+        "read", "search-type", "update"}
+    assert "Task:focus" in kinds["Task"]["searchInclude"]
     assert {i["code"] for i in kinds["ServiceRequest"]["interaction"]} == {
         "read", "search-type", "create", "update"}
     assert {i["code"] for i in kinds["ImagingStudy"]["interaction"]} == {"read", "search-type"}

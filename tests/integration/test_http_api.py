@@ -498,6 +498,8 @@ def test_openapi_lists_endpoints_and_bearer_scheme(api: Api) -> None:
         "/fhir/Organization": {"get"},
         "/fhir/Organization/{resource_id}": {"get"},
         "/fhir/ServiceRequest/ref-{referral_id}": {"get"},
+        "/fhir/Subscription": {"post"},
+        "/fhir/Subscription/{subscription_id}": {"get"},
         "/api/storage": {"get"},
         "/api/storage/history": {"get"},
         "/api/storage/deletions": {"get"},
@@ -529,8 +531,9 @@ def test_openapi_lists_endpoints_and_bearer_scheme(api: Api) -> None:
     for path, operations in spec["paths"].items():
         for operation in operations.values():
             secured = operation.get("security") == [{"bearer": []}]
-            # Open: the health check, and the CapabilityStatement (as FHIR servers do).
-            assert secured == (path not in ("/health", "/fhir/metadata")), path
+            # Open: the health check, the CapabilityStatement (as FHIR servers do), and the
+            # login that hands out a bearer token.
+            assert secured == (path not in ("/health", "/fhir/metadata", "/api/login")), path
 
 
 def test_concurrent_requests(api: Api) -> None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from typing import Annotated
 
-from fastapi import HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request, status
 
 from bridge.adapters.http.deps import AppContext, CurrentPrincipal
 from bridge.services.auth.principal import Principal
@@ -32,6 +33,10 @@ def patient_data_reader(minimum: str) -> Callable[[Request, Principal], Principa
         return principal
 
     return dependency
+
+
+#: Viewer-level routes that clinicians may use too (filtered to their patients).
+ClinicianOrViewer = Annotated[Principal, Depends(patient_data_reader("viewer"))]
 
 
 def principal_of(request: Request) -> Principal:

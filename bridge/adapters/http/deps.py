@@ -131,9 +131,16 @@ CurrentToken = CurrentPrincipal
 
 
 def require_role(minimum: str) -> Callable[[Principal], Principal]:
-    """A dependency that lets through callers whose level is ``minimum`` or above."""
+    """A dependency that lets through callers whose level is ``minimum`` or above.
+
+    Clinicians are refused here whatever their level: the routes they may use say so with
+    :func:`bridge.adapters.http.access.patient_data_reader`, which filters what they see, so
+    a new route is closed to them until it is written to filter."""
 
     def dependency(principal: CurrentPrincipal) -> Principal:
+        if principal.is_clinician:
+            raise HTTPException(status.HTTP_403_FORBIDDEN,
+                                "this is for systems and operators, not clinicians")
         if not role_allows(principal.level, minimum):
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"this needs the {minimum} role")
         return principal

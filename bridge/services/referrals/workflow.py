@@ -28,6 +28,7 @@ from bridge.errors import Conflict, Forbidden, MappingFailed, NotFound, Rejected
 from bridge.jobs import queue
 from bridge.mapping.fhir.outcome import PreconditionFailed
 from bridge.mapping.referrals import workflow as wf
+from bridge.mapping.referrals.fhir import instant
 from bridge.services.auth.principal import Principal
 from bridge.services.patients.mpi import resolve_patient
 from bridge.services.worklist.orders import OrderPolicy, apply_order_command
@@ -250,7 +251,10 @@ def _record(session: Session, referral: Referral, before: str, after: str, actor
                  details={"from": before or None, "to": after})
     queue.enqueue(session, queue=NOTIFY_QUEUE,
                   payload={"referral_id": referral.id, "status": after,
-                           "version": referral.version},
+                           "version": referral.version, "reason": reason,
+                           "business_status": referral.business_status,
+                           "owner_id": referral.owner_id,
+                           "updated_at": instant(referral.updated_at)},
                   dedup_key=f"{referral.id}:{referral.version}")
 
 

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
 
+from bridge.adapters.http.access import ClinicianOrViewer
 from bridge.adapters.http.api.schemas import (
     AETitle,
     DicomDate,
@@ -29,7 +30,6 @@ from bridge.adapters.http.deps import (
     ContextDep,
     IntegrationToken,
     SessionDep,
-    ViewerToken,
 )
 from bridge.domain import (
     CLOSED_STATUSES,
@@ -54,7 +54,7 @@ MAX_LIMIT = 1000
 @router.get("", response_model=list[WorklistItem])
 def list_worklist(
     session: SessionDep,
-    principal: ViewerToken,
+    principal: ClinicianOrViewer,
     station_ae: Annotated[AETitle | None, Query()] = None,
     modality: Annotated[Modality | None, Query()] = None,
     date: Annotated[DicomDate | None, Query(description="YYYYMMDD")] = None,
@@ -85,7 +85,8 @@ def list_worklist(
 
 
 @router.get("/{order_id}", response_model=OrderDetail, responses=_ERRORS)
-def read_order(order_id: int, session: SessionDep, principal: ViewerToken) -> OrderDetail:
+def read_order(order_id: int, session: SessionDep,
+               principal: ClinicianOrViewer) -> OrderDetail:
     """One order with its patient and all its steps, closed ones included."""
     return order_detail(session, order_id=order_id,
                         viewer=principal.id if principal.is_clinician else None)

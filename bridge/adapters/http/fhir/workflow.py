@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Request, Response
 
 from bridge.adapters.http.access import audit_read, patient_data_reader
-from bridge.adapters.http.deps import ContextDep, SessionDep
+from bridge.adapters.http.deps import ContextDep, SessionDep, require_role
 from bridge.adapters.http.fhir.responses import (
     FhirRoute,
     check_format,
@@ -32,7 +32,7 @@ from bridge.mapping.fhir.capability import ResourceCapability
 from bridge.mapping.fhir.version import check_resource
 from bridge.mapping.referrals import fhir as rf
 from bridge.services.auth.principal import Principal
-from bridge.services.referrals import views
+from bridge.services.referrals import notify, views
 from bridge.services.referrals.workflow import add_report, move
 from bridge.store.db import read_session
 
@@ -187,4 +187,33 @@ def workflow_resources() -> list[ResourceCapability]:
                                search_params=views.SEARCH_PARAMS[kind],
                                search_include=tuple(sorted(views.INCLUDES[kind])),
                                versioning="versioned" if kind == views.TASK else "no-version")
-            for kind in views.WORKFLOW_TYPES]
+            for kind in views.WORKFLOW_TYPES] + [
+        ResourceCapability(type="Subscription", interactions=("read", "create"))]
+
+
+System = Annotated[Principal, Depends(require_role("integration"))]
+
+
+@router.post("/Subscription", summary="Subscribe a system to referral (Task) changes")
+def create_subscription(request: Request, context: ContextDep, session: SessionDep,
+                        principal: System, body: RawBody) -> Response:
+    check_format(request)
+    resource = parse_body(body, request.headers.get("content-type"))
+    version = context.settings.fhir_version
+    check_resource(version, resource, expected_type="Subscription")
+    subscription = notify.create_subscription(session, principal, resource, version)
+    answer = notify.subscription_fhir(subscription, version)
+    session.commit()
+    headers = {"Location": f"{fhir_base(request, context.settings)}/Subscription/"
+                           f"{subscription.id}"}
+    return fhir_response(answer, status=201, headers=headers)
+
+
+@router.get("/Subscription/{subscription_id}", summary="Read a Subscription")
+def read_subscription(subscription_id: str, request: Request, context: ContextDep,
+                      _principal: System) -> Response:
+    check_format(request)
+    with read_session(context.session_factory) as session:
+        subscription = notify.load_subscription(session, subscription_id)
+        answer = notify.subscription_fhir(subscription, context.settings.fhir_version)
+    return fhir_response(answer)
