@@ -12,9 +12,7 @@ A route added without a row fails :func:`test_every_route_has_a_row`.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
-import httpx
 import pytest
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
@@ -144,7 +142,8 @@ def served(app: FastAPI, session_factory: sessionmaker[Session], settings: Setti
             "instance": study.series[0].instances[0].sop_instance_uid, "tag": "7fe00010",
             "resource_type": "ImagingStudy", "resource_id": str(study.pk),
             "referral_id": str(referral.id), "task_id": str(referral.id),
-            "order_id": "1", "message_id": "1", "job_id": "1", "study_uid": study.study_instance_uid,
+            "order_id": "1", "message_id": "1", "job_id": "1",
+            "study_uid": study.study_instance_uid,
             "username": "gp", "share_id": "1", "patient_pk": str(patient.id),
             "subscription_id": "1",
         }

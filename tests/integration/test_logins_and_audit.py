@@ -237,7 +237,7 @@ def jwks() -> Iterator[tuple[_Jwks, str]]:
     keys = _Jwks()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.end_headers()

@@ -49,7 +49,7 @@ class Receiver:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            do_PUT = do_POST = _take  # noqa: N815
+            do_PUT = do_POST = _take
 
             def log_message(self, *_args: object) -> None:
                 pass
