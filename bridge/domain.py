@@ -118,3 +118,36 @@ class PatientCommand:
     kind: str  # "upsert" | "merge" | "change_identifier"
     patient: PatientData
     prior: Identifier | None = None
+
+
+@dataclass(slots=True)
+class ReferralCommand:
+    """An HL7 v2 referral message (REF^I12 new, I13 modify, I14 cancel, I15 query)."""
+
+    action: str  # "new" | "modify" | "cancel" | "query"
+    external_id: str
+    patient: PatientData
+    requester: str | None = None  # the referring practitioner's directory identifier
+    performer: str | None = None  # the referred-to practitioner's or department's
+    performer_kind: str = "diagnostics"
+    code: str = ""
+    code_system: str = ""
+    code_display: str = ""
+    modality: str | None = None
+    reason: str = ""
+    priority: str = "routine"
+    source: str = "hl7"
+    #: Set when applied, for the RRI: the referral's Task status and its id.
+    answer: tuple[str, int] | None = None
+
+
+@dataclass(slots=True)
+class ResultCommand:
+    """An HL7 v2 result (ORU^R01) for a referral's order."""
+
+    placer_number: str | None
+    accession: str | None
+    status: str
+    conclusion: str
+    code: str = ""
+    code_display: str = ""

@@ -33,6 +33,7 @@ def make_directory(sessions: sessionmaker[Session]) -> dict[str, int]:
         for username, (role, org) in PEOPLE.items():
             ids[username] = create_user(session, username=username, role=role,
                                         password=PASSWORD, organization=org,
+                                        identifier=f"ID-{username}",
                                         specialty="cardiology" if role == "consultant"
                                         else None).id
     return ids

@@ -311,3 +311,76 @@ def test_shares_expire_and_are_revocable(
     past = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
     assert system.post("/api/shares", json={"user": "gp2", "study_uid": study_uid,
                                             "expires_at": past}).status_code == 422
+
+
+def _mis(bridge: Bridge, message: str) -> str:
+    with MLLPClient("127.0.0.1", bridge.mllp_port) as mis:
+        return mis.send(message.replace("\n", "\r").encode()).decode()
+
+
+def _ref(trigger: str, control: str, external: str, requester: str = "ID-gp",
+         performer: str = "DX-1") -> str:
+    return "\n".join([
+        f"MSH|^~\\&|MIS|{HOSPITAL}|BRIDGE|RADIOLOGY|20261207090000||REF^{trigger}^REF_I12|"
+        f"{control}|P|2.5|||||UKR|UNICODE UTF-8",
+        f"RF1|P|R|RAD|||{external}||||^headache",
+        f"PRD|RP|Doctor^Family|||||{requester}",
+        f"PRD|RT|Radiology||||| {performer}".replace("| ", "|"),
+        f"PID|1||P30001^^^{HOSPITAL}^MR||Коваль^Олена||19800101|F",
+        "PR1|1||CTHEAD^CT head^LOCAL",
+        "OBR|1|||CTHEAD^CT head^LOCAL" + "|" * 20 + "CT",
+    ]) + "\n"
+
+
+def test_hl7_v2_referrals_reach_the_same_workflow(
+        world: tuple[Bridge, Clinics, httpx.Client, dict[str, int]],
+        session_factory: sessionmaker[Session]) -> None:
+    bridge, people, _system, _ids = world
+    answer = _mis(bridge, _ref("I12", "H1", "MISREF1"))
+    assert "RRI^I12" in answer and "MSA|AA|H1" in answer, answer
+    rf1 = next(seg for seg in answer.split("\r") if seg.startswith("RF1|"))
+    assert rf1.startswith("RF1|P|") and "|MISREF1|" in rf1
+    referral_id = int(rf1.split("ref-")[1].split("^")[0])
+    # The same referral sent again is the same referral.
+    assert f"ref-{referral_id}^" in _mis(bridge, _ref("I12", "H1b", "MISREF1"))
+    task = _task(people["gp"], referral_id)
+    assert (task["status"], task["requester"]["reference"]) == (
+        "requested", f"Practitioner/{_ids['gp']}")
+    assert people["rad"].post(f"/api/referrals/{referral_id}/status",
+                              json={"status": "accepted"}).status_code == 200
+    assert "RF1|A|" in _mis(bridge, _ref("I15", "H2", "MISREF1"))
+
+    oru = "\n".join([
+        f"MSH|^~\\&|RIS|{HOSPITAL}|BRIDGE|RADIOLOGY|20261207120000||ORU^R01^ORU_R01|H3|P|2.5"
+        "|||||UKR|UNICODE UTF-8",
+        f"PID|1||P30001^^^{HOSPITAL}^MR||Коваль^Олена||19800101|F",
+        f"OBR|1|ref-{referral_id}^BRIDGE-REFERRAL||CTHEAD^CT head^LOCAL" + "|" * 21 + "F",
+        "OBX|1|TX|59776-5^Findings^LN||No acute findings.",
+        "OBX|2|TX|19005-8^Impression^LN||Normal CT of the head.",
+    ]) + "\n"
+    assert "MSA|AA|H3" in _mis(bridge, oru)
+    done = _task(people["gp"], referral_id)
+    assert done["status"] == "completed"
+    report = people["gp"].get(f"/fhir/{done['output'][0]['valueReference']['reference']}")
+    assert report.json()["conclusion"] == "No acute findings.\nNormal CT of the head."
+
+    # I14 cancels: the Task, and the order and its worklist step.
+    second = _mis(bridge, _ref("I12", "H4", "MISREF2"))
+    second_id = int(second.split("ref-")[1].split("^")[0])
+    assert people["rad"].post(f"/api/referrals/{second_id}/status",
+                              json={"status": "accepted"}).status_code == 200
+    cancelled = _mis(bridge, _ref("I14", "H5", "MISREF2"))
+    assert "MSA|AA|H5" in cancelled and "RF1|R|" in cancelled
+    with session_factory() as session:
+        referral = session.get(Referral, second_id)
+        assert referral is not None and referral.status == "cancelled"
+        from bridge.store.models import ProcedureStep
+        steps = session.execute(select(ProcedureStep.status).where(
+            ProcedureStep.order_id == referral.order_id)).scalars().all()
+        assert steps == ["CANCELED"]
+
+    # A referring provider the directory does not know: AE with ERR at PRD-7; nothing made.
+    refused = _mis(bridge, _ref("I12", "H6", "MISREF3", requester="ID-nobody"))
+    assert "MSA|AE|H6" in refused and "ERR||PRD^1^7|204^" in refused, refused
+    with session_factory() as session:
+        assert session.execute(select(func.count()).select_from(Referral)).scalar_one() == 2

@@ -36,6 +36,8 @@ class HL7Tables:
     order_status: dict[str, StepStatus]
     priority: dict[str, str]
     stations: tuple[StationRule, ...]
+    #: ``referrals.yaml``: performer_kind, priority, rri_status, result_status (code → value).
+    referrals: dict[str, dict[str, str]] = field(default_factory=dict)
     #: ``fields`` with every path parsed, read by the mapping for each message.
     compiled: dict[str, dict[str, FieldPaths]] = field(init=False, repr=False, compare=False)
     #: Readers of ``compiled`` groups (:meth:`reader`), made on first use.
@@ -73,7 +75,7 @@ class HL7Tables:
         return found
 
 
-HANDLERS = {"patient", "merge", "change_identifier", "order"}
+HANDLERS = {"patient", "merge", "change_identifier", "order", "referral", "result"}
 
 
 def load_hl7_tables(mappings_dir: Path) -> HL7Tables:
@@ -107,7 +109,17 @@ def load_hl7_tables(mappings_dir: Path) -> HL7Tables:
         order_status=status_table,
         priority={str(k).upper(): str(v) for k, v in read_table(base / "priority.yaml").items()},
         stations=stations,
+        referrals=_referral_tables(base / "referrals.yaml"),
     )
+
+
+def _referral_tables(path: Path) -> dict[str, dict[str, str]]:
+    """``referrals.yaml`` (optional: a site without HL7 referrals may leave it out)."""
+    if not path.exists():
+        return {}
+    return {str(name): {str(k).upper() if name != "rri_status" else str(k): str(v)
+                        for k, v in (entries or {}).items()}
+            for name, entries in read_table(path).items()}
 
 
 def _paths(value: Any) -> PathList:

@@ -137,9 +137,12 @@ def allocate_ids(conn: Connection, patients: int, orders: int) -> tuple[list[int
             list(range(int(o_top) + 1, int(o_top) + 1 + orders)))
 
 
-def eligible(command: PatientCommand | OrderCommand) -> bool:
+def eligible(command: object) -> bool:
+    """Whether a command takes the bulk path (common ADT and order messages only)."""
     if isinstance(command, PatientCommand):
         return command.kind == "upsert" and bool(command.patient.identifiers)
+    if not isinstance(command, OrderCommand):
+        return False  # referrals, results: one by one
     # A filler number may name the order on its own: the per-message path looks it up.
     return (command.action in (OrderAction.NEW, OrderAction.CHANGE)
             and bool(command.order.placer_number or command.order.accession)

@@ -22,8 +22,9 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.config.settings import Settings
-from bridge.domain import OrderCommand, PatientCommand
+from bridge.domain import OrderCommand, PatientCommand, ReferralCommand, ResultCommand
 from bridge.errors import BridgeError, Conflict, NotFound, Rejected, Transient, answer_for
+from bridge.mapping.hl7 import referrals as hl7_referrals
 from bridge.mapping.hl7 import to_domain
 from bridge.mapping.hl7.ack import AckContext, build_ack, wants_ack
 from bridge.mapping.hl7.message import (
@@ -36,6 +37,7 @@ from bridge.mapping.hl7.message import (
 from bridge.mapping.hl7.tables import HL7Tables
 from bridge.services.hl7 import batch_apply
 from bridge.services.patients import mpi as patients
+from bridge.services.referrals.hl7 import apply_referral, apply_result
 from bridge.services.worklist.orders import OrderPolicy, apply_order_command
 from bridge.store.fast_sql import FastInsert, FastQuery, autocommits, pipelined, send_control
 from bridge.store.models import HL7Message as LogRow
@@ -93,7 +95,7 @@ class Outcome:
         return [ack for ack in (self.accept_ack, self.app_ack) if ack]
 
 
-Command = OrderCommand | PatientCommand
+Command = OrderCommand | PatientCommand | ReferralCommand | ResultCommand
 
 
 class _NeedsIsolation(Exception):
@@ -381,6 +383,10 @@ class HL7Ingest:
         handler = to_domain.classify(msg, tables)
         if handler == "order":
             return to_domain.order_command(msg, tables, authority)
+        if handler == "referral":
+            return hl7_referrals.referral_command(msg, tables, authority)
+        if handler == "result":
+            return hl7_referrals.result_command(msg, tables)
         return to_domain.patient_command(msg, tables, handler, authority)
 
     def apply_command(self, session: Session, command: Command) -> str | None:
@@ -388,6 +394,12 @@ class HL7Ingest:
         if isinstance(command, OrderCommand):
             apply_order_command(session, command, policy=self._policy)
             return command.order.accession
+        if isinstance(command, ReferralCommand):
+            apply_referral(session, command, self._policy)
+            return None
+        if isinstance(command, ResultCommand):
+            apply_result(session, command, self._policy)
+            return None
         patient_cmd = command
         if patient_cmd.kind == "upsert":
             patients.upsert_patient(session, patient_cmd.patient)
@@ -411,9 +423,9 @@ class HL7Ingest:
             if wants_ack(ctx.accept_ack_type, accept):
                 accept_ack = self._ack(ctx, accept, error if accept == "CR" else None)
             if accept == "CA" and wants_ack(ctx.application_ack_type, code):
-                app_ack = self._ack(ctx, code, error)
+                app_ack = self._ack(ctx, code, error, p.command)
         else:
-            app_ack = self._ack(ctx, code, error)
+            app_ack = self._ack(ctx, code, error, p.command)
         return Outcome(accept_ack, app_ack, status, code, error.message if error else None,
                        error.location if error else None)
 
@@ -423,9 +435,17 @@ class HL7Ingest:
         return Outcome(None, self._ack(ctx, code, error), "unstored", code, error.message,
                        charset=p.charset or "utf-8")
 
-    def _ack(self, ctx: AckContext, code: str, error: BridgeError | None) -> str:
+    def _ack(self, ctx: AckContext, code: str, error: BridgeError | None,
+             command: Command | None = None) -> str:
         stamp = f"{datetime.now(UTC):%Y%m%d%H%M%S}"
         control_id = f"{stamp}{next(self._counter) % 1_000_000:06d}"
+        if isinstance(command, ReferralCommand):
+            status, referral_id = command.answer or ("", None)
+            rri_status = self._tables.referrals.get("rri_status", {}).get(status, "R")
+            return hl7_referrals.build_rri(ctx, code, control_id=control_id, timestamp=stamp,
+                                           rri_status=rri_status if error is None else "R",
+                                           external_id=command.external_id,
+                                           referral_id=referral_id, error=error)
         return build_ack(ctx, code, control_id=control_id, timestamp=stamp, error=error)
 
     # -- the log ----------------------------------------------------------------------------
