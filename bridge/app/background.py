@@ -21,6 +21,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
 
+from bridge.clients.syslog import SyslogSender
 from bridge.config.settings import Settings
 from bridge.jobs.scheduler import every, make_scheduler
 from bridge.jobs.worker import Handler, JobWorker
@@ -33,6 +34,7 @@ from bridge.services.archive.metrics import ReconciliationCollector
 from bridge.services.archive.stability import StudyHook
 from bridge.services.archive.store import ArchiveStore
 from bridge.services.archive.watch import StudyWatch
+from bridge.services.audit.forwarder import AuditForwarder
 from bridge.services.compression import compressor as compression
 from bridge.services.fhir import publish as fhir_publish
 from bridge.services.fhir.registry_poll import RegistryPoller, schedule_registry_pull
@@ -114,6 +116,11 @@ class Background:
             every(self.scheduler, s.worker_poll_seconds,
                   fhir_publish.MergeWatch(self.sessions).run_once, "fhir-merges")
         self.study_hooks = tuple(hooks)
+        if s.audit_syslog_url:
+            sender = SyslogSender(s.audit_syslog_url, ca_file=str(s.audit_syslog_ca)
+                                  if s.audit_syslog_ca else None)
+            forwarder = AuditForwarder(self.sessions, sender, fhir_version=s.fhir_version)
+            every(self.scheduler, s.audit_syslog_seconds, forwarder.run_once, "audit-syslog")
         watch = StudyWatch(self.sessions,
                            load_reconcile_policy(s.mappings_dir, s.reconcile_unordered),
                            s.study_stable_seconds, self.study_hooks,

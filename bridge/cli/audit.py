@@ -33,7 +33,7 @@ def audit_verify(config: ConfigOption = None) -> None:
 def audit_list(
     actor: Annotated[str | None, typer.Option(help="Who (Practitioner/N, a token name).")] = None,
     action: Annotated[str | None, typer.Option(help="read, search, login, share, ...")] = None,
-    patient: Annotated[str | None, typer.Option(help="issuer|patient id")] = None,
+    patient: Annotated[str | None, typer.Option(help="Patient/N (the bridge's patient id)")] = None,
     entity: Annotated[str | None, typer.Option(help="study, login, referral, ...")] = None,
     outcome: Annotated[str | None, typer.Option(help="success | failure")] = None,
     since: Annotated[datetime | None, typer.Option(help="From this time (ISO 8601).")] = None,

@@ -213,6 +213,11 @@ class Settings(BaseSettings):
     #: HMAC key for the audit chain (empty: plain SHA-256; set it so that somebody who can
     #: write to the database cannot rebuild a consistent chain after editing it).
     audit_hmac_key: SecretStr = SecretStr("")
+    #: An audit repository for IHE ATNA syslog (``udp://host:514``, ``tls://host:6514``;
+    #: empty: none), the CA file that signs its TLS certificate, how often new records go.
+    audit_syslog_url: str = ""
+    audit_syslog_ca: Path | None = None
+    audit_syslog_seconds: float = Field(default=5.0, ge=0.1)
 
     @field_validator("import_sources")
     @classmethod

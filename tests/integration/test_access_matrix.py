@@ -115,6 +115,8 @@ ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/fhir/Organization/{resource_id}"): CLINICIAN,
     ("GET", "/fhir/ServiceRequest/ref-{referral_id}"): CLINICIAN,
     ("POST", "/fhir/Subscription"): SYSTEM,
+    ("GET", "/fhir/AuditEvent"): SYSTEM,
+    ("GET", "/fhir/AuditEvent/{event_id}"): SYSTEM,
     ("GET", "/fhir/Subscription/{subscription_id}"): SYSTEM,
 }
 MRN = "P40001"
@@ -145,7 +147,7 @@ def served(app: FastAPI, session_factory: sessionmaker[Session], settings: Setti
             "order_id": "1", "message_id": "1", "job_id": "1",
             "study_uid": study.study_instance_uid,
             "username": "gp", "share_id": "1", "patient_pk": str(patient.id),
-            "subscription_id": "1",
+            "subscription_id": "1", "event_id": "1",
         }
     with serve(app) as url:
         clinics = log_in_everyone(url)

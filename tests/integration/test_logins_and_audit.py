@@ -278,3 +278,99 @@ def test_an_oidc_token_is_checked_against_the_providers_jwks(
         ]:
             with api.client(token=token) as client:
                 assert client.get("/api/worklist").status_code == expected, token
+
+
+# ----------------------------------------------------------------- AuditEvent and syslog
+
+def test_the_trail_is_served_as_audit_events(api: Api, settings: Settings) -> None:
+    from bridge.mapping.fhir.version import check_resource
+    _login(api, "gp", "wrong password!!")
+    _login(api)
+    with api.client("admin") as auditor:
+        found = auditor.get("/fhir/AuditEvent", params={"action": "login"}).json()
+        assert found["total"] == 2
+        events = [entry["resource"] for entry in found["entry"]]
+        for event in events:
+            check_resource(settings.fhir_version, event, expected_type="AuditEvent")
+        assert {e["outcome"] for e in events} == {"0", "4"}  # one success, one failure
+        one = auditor.get(f"/fhir/AuditEvent/{events[0]['id']}").json()
+        assert one["id"] == events[0]["id"]
+        failed = auditor.get("/fhir/AuditEvent", params={"outcome": "4"}).json()
+        assert failed["total"] == 1
+
+
+def _certificate(folder: Path) -> tuple[Path, Path]:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / "repo.pem", folder / "repo.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_records_reach_a_tls_syslog_repository_and_wait_while_it_is_down(
+        session_factory: sessionmaker[Session], tmp_path: Path) -> None:
+    import socket
+    import ssl
+
+    from bridge.clients.syslog import SyslogSender
+    from bridge.services.audit.forwarder import AuditForwarder
+    from tests.conftest import free_port
+    _chain_of(session_factory, 3)
+    port = free_port()
+    cert, key = _certificate(tmp_path)
+    forwarder = AuditForwarder(session_factory, SyslogSender(f"tls://localhost:{port}",
+                                                             ca_file=str(cert)))
+    with pytest.raises(OSError):
+        forwarder.run_once()  # the repository is down: nothing is marked as sent
+    received: list[bytes] = []
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", port))
+
+    def accept() -> None:
+        conn, _ = listener.accept()
+        with context.wrap_socket(conn, server_side=True) as tls:
+            buffer = b""
+            while len(received) < 4:
+                chunk = tls.recv(65536)
+                if not chunk:
+                    break
+                buffer += chunk
+                while b" " in buffer:
+                    length, _, rest = buffer.partition(b" ")
+                    if len(rest) < int(length):
+                        break
+                    received.append(rest[:int(length)])
+                    buffer = rest[int(length):]
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    assert forwarder.run_once() == 3
+    assert forwarder.run_once() == 0  # the watermark moved: nothing twice
+    _chain_of(session_factory, 1)
+    assert forwarder.run_once() == 1
+    thread.join(10)
+    listener.close()
+    assert len(received) == 4
+    first = received[0]
+    assert first.startswith(b"<85>1 ") and b'[bridge@32473 seq="1"]' in first
+    event = json.loads(first.split(b"\xef\xbb\xbf", 1)[1])
+    assert event["resourceType"] == "AuditEvent" and event["entity"][0]["what"] == {
+        "reference": "MIS|P1"}

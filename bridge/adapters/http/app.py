@@ -51,6 +51,7 @@ from bridge.adapters.http.api import (
 )
 from bridge.adapters.http.deps import AppContext, Reprocess
 from bridge.adapters.http.dicomweb import routes as routes_dicomweb
+from bridge.adapters.http.fhir import audit as routes_fhir_audit
 from bridge.adapters.http.fhir import notify as routes_fhir_notify
 from bridge.adapters.http.fhir import routes as routes_fhir
 from bridge.adapters.http.fhir import workflow as routes_fhir_workflow
@@ -120,6 +121,7 @@ def create_app(
     # Before the FHIR REST routes: ``POST /fhir/{type}`` would take ``$notify`` for a type.
     app.include_router(routes_fhir_notify.notify_router(notify_trigger))
     app.include_router(routes_fhir_workflow.router)  # before the generic routes
+    app.include_router(routes_fhir_audit.router)
     app.include_router(routes_fhir.router)
     app.add_exception_handler(BridgeError, _bridge_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]

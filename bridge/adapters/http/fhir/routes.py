@@ -33,6 +33,7 @@ from bridge.adapters.http.deps import (
     IntegrationToken,
     SessionDep,
 )
+from bridge.adapters.http.fhir.audit import audit_resources
 from bridge.adapters.http.fhir.responses import (
     FhirRoute,
     check_format,
@@ -97,7 +98,7 @@ def metadata(request: Request, context: ContextDep) -> Response:
                for kind in (IMAGING_STUDY, ENDPOINT)]
     statement = capability_statement(
         context.settings.fhir_version, fhir_base(request, context.settings), bridge_version,
-        [*domain_resources(), *imaging, *workflow_resources()], _STARTED)
+        [*domain_resources(), *imaging, *workflow_resources(), *audit_resources()], _STARTED)
     return fhir_response(statement)
 
 
