@@ -39,8 +39,11 @@ from bridge.services.compression import compressor as compression
 from bridge.services.fhir import publish as fhir_publish
 from bridge.services.fhir.registry_poll import RegistryPoller, schedule_registry_pull
 from bridge.services.fhir.registry_sync import IMPORT_QUEUE, RegistryImportHandler
+from bridge.services.fhir.resources import apply_service_request
+from bridge.services.referrals import registry as registry_referrals
 from bridge.services.referrals.hooks import start_for_study
 from bridge.services.referrals.notify import notification_handlers
+from bridge.services.referrals.registry import referral_aware
 from bridge.storage import longterm_delete
 from bridge.storage.longterm_delete import LongtermDeleteHandler
 from bridge.storage.maintenance import schedule_storage_maintenance
@@ -95,10 +98,15 @@ class Background:
         policies[LONGTERM_DELETE_QUEUE] = longterm_delete.RETRY_POLICY
         self.compressor = compression.wire_ingest(s, self.sessions, self.metrics, hooks,
                                                    handlers)
-        self.registry = schedule_registry_pull(self.scheduler, s, self.sessions,
-                                               metrics_registry=self.metrics)
+        # Registry ServiceRequests are orders and referrals: taken, followed, reported.
+        self.registry = schedule_registry_pull(
+            self.scheduler, s, self.sessions, metrics_registry=self.metrics,
+            apply=referral_aware(apply_service_request, s))
         if self.registry is not None:
             handlers[IMPORT_QUEUE] = RegistryImportHandler(self.registry.sync)
+            handlers[registry_referrals.REGISTRY_QUEUE] = registry_referrals.RegistryTell(
+                s, self.sessions)
+            policies[registry_referrals.REGISTRY_QUEUE] = registry_referrals.RETRY_POLICY
         self.workers.append(JobWorker(self.sessions, handlers, policies=policies,
                                       poll_seconds=s.worker_poll_seconds, name="jobs"))
         if s.fhir_target_url:

@@ -175,6 +175,37 @@ class FhirClient:
                             else reference)
         return self._get_json(url, None, {}, expect=expected)
 
+    def put(self, path: str, resource: Mapping[str, Any]) -> dict[str, Any]:
+        """``PUT [base]/path`` (an update, or update-as-create under a client id)."""
+        return self._send("PUT", path, resource, {})
+
+    def create(self, resource_type: str, resource: Mapping[str, Any], *,
+               if_none_exist: str | None = None) -> dict[str, Any]:
+        """``POST [base]/type``; with ``if_none_exist`` a conditional create (the match is
+        answered, nothing is created twice)."""
+        headers = {"If-None-Exist": if_none_exist} if if_none_exist else {}
+        return self._send("POST", resource_type, resource, headers)
+
+    def _send(self, method: str, path: str, resource: Mapping[str, Any],
+              headers: Mapping[str, str]) -> dict[str, Any]:
+        what = f"{method} {path.split('?', 1)[0]}"
+        try:
+            response = self._http.request(
+                method, f"{self.base_url}/{path.lstrip('/')}", json=dict(resource),
+                headers={"Content-Type": FHIR_JSON, "Prefer": "return=representation",
+                         **headers})
+        except HTTPX_ERRORS as exc:
+            raise translate_error(exc, what) from exc
+        if not response.is_success:
+            error = error_for_status(response.status_code, what)
+            log.debug("%s: %s", error.message, _diagnostics(response))
+            raise error
+        try:
+            body = response.json() if response.content else {}
+        except ValueError:
+            raise Rejected(f"FHIR server did not answer JSON to {what}") from None
+        return body if isinstance(body, dict) else {}
+
     # ------------------------------------------------------------------ plumbing
 
     def _get_json(self, url: str, params: Sequence[tuple[str, str]] | None,

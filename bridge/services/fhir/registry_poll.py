@@ -29,7 +29,8 @@ from bridge.clients.fhir import FhirClient
 from bridge.config.settings import Settings
 from bridge.errors import BridgeError, Transient
 from bridge.jobs.scheduler import every
-from bridge.services.fhir.registry_sync import PullResult, RegistrySync
+from bridge.services.fhir.registry_sync import Apply, PullResult, RegistrySync
+from bridge.services.fhir.resources import apply_service_request
 
 log = logging.getLogger("bridge.jobs")
 
@@ -112,14 +113,15 @@ class RegistryPoller:
 
 def schedule_registry_pull(
     scheduler: BackgroundScheduler, settings: Settings, session_factory: sessionmaker[Session],
-    *, metrics_registry: CollectorRegistry | None = None,
+    *, metrics_registry: CollectorRegistry | None = None, apply: Apply | None = None,
 ) -> RegistryPoller | None:
     """Register the periodic pull when ``BRIDGE_FHIR_REGISTRY_URL`` is set (else None).
     The poller's ``trigger_now`` serves ``$notify``; ``close()`` it after the scheduler."""
     if not settings.fhir_registry_url:
         return None
     client = FhirClient(settings.fhir_registry_url, timeout=settings.fhir_timeout_seconds)
-    sync = RegistrySync(settings, session_factory, client, metrics_registry=metrics_registry)
+    sync = RegistrySync(settings, session_factory, client, metrics_registry=metrics_registry,
+                        apply=apply or apply_service_request)
     poller = RegistryPoller(sync, scheduler, on_close=client.close)
     poller.register(settings.fhir_registry_poll_seconds)
     return poller

@@ -46,6 +46,9 @@ from bridge.store.referral_models import (
 
 #: The outbox queue the notifier (FHIR Subscriptions) drains.
 NOTIFY_QUEUE = "referral_notify"
+#: The outbox queue that tells the registry what became of a referral it sent.
+REGISTRY_QUEUE = "registry_referral"
+REGISTRY_TOLD = frozenset({"accepted", "rejected", "completed", "cancelled", "failed"})
 PLACER_ISSUER = "BRIDGE-REFERRAL"
 #: Organization kinds that may perform each referral kind.
 PERFORMER_ORG_KINDS = {"diagnostics": {"diagnostics", "hospital"},
@@ -256,6 +259,11 @@ def _record(session: Session, referral: Referral, before: str, after: str, actor
                            "owner_id": referral.owner_id,
                            "updated_at": instant(referral.updated_at)},
                   dedup_key=f"{referral.id}:{referral.version}")
+    if referral.source == "registry" and after in REGISTRY_TOLD:
+        # The registry hears of what the facility did with its referral (the outbox).
+        queue.enqueue(session, queue=REGISTRY_QUEUE,
+                      payload={"referral_id": referral.id, "status": after},
+                      dedup_key=f"{referral.id}:{after}")
 
 
 def _order_for(session: Session, referral: Referral, policy: OrderPolicy) -> int:
