@@ -45,6 +45,8 @@ bench: $(STAMP) peers
 	$(BIN)/python bench/compression.py
 	$(BIN)/python bench/storage_migration.py
 	$(BIN)/python bench/legacy_import.py
+	$(BIN)/python bench/access_filter.py
+	$(BIN)/python bench/access_filter.py --postgres
 
 lock:
 	rm -rf /tmp/bridge-lock && $(PYTHON) -m venv /tmp/bridge-lock

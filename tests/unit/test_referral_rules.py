@@ -77,3 +77,43 @@ def test_subscription_resources_are_valid(version: str) -> None:
     check_resource(version, resource, expected_type="Subscription")
     assert subs.subscription_from_fhir(resource, version)[:3] == (
         "Task?status=completed", "https://mis/fhir", "application/fhir+json")
+
+
+def _view(**changes: object) -> object:
+    from datetime import UTC, datetime
+
+    from bridge.mapping.referrals.fhir import ReferralView
+    values: dict[str, object] = dict(
+        id=7, patient_id=3, requester_id=1, performer_kind="consultant", performer_org_id=2,
+        owner_id=5, code="CARD", code_system="urn:local", code_display="Cardiology opinion",
+        modality=None, reason="murmur", priority="routine", status="rejected",
+        business_status="declined", status_reason="not our patient", external_id="MIS-1",
+        source="hl7", version=3, created_at=datetime(2026, 12, 7, 9, tzinfo=UTC),
+        updated_at=datetime(2026, 12, 7, 10, tzinfo=UTC), study_ids=(11, 12),
+        report_ids=(4,), document_ids=(9,))
+    values.update(changes)
+    return ReferralView(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("version", ["R4", "R5"])
+def test_referral_resources_are_valid_in_both_versions(version: str) -> None:
+    from datetime import UTC, datetime
+
+    from bridge.mapping.referrals import fhir as rf
+    view = _view()
+    task = check_resource(version, rf.task_resource(view, version), expected_type="Task")
+    assert task["status"] == "rejected" and task["focus"]["reference"] == "ServiceRequest/ref-7"
+    request = rf.service_request_resource(view, version)
+    check_resource(version, request, expected_type="ServiceRequest")
+    assert request["status"] == "revoked"
+    report = rf.report_resource(rf.ReportView(
+        id=4, referral_id=7, patient_id=3, study_id=11, status="final", code="18748-4",
+        code_display="Diagnostic imaging study", conclusion="Normal", author_id=5,
+        presented_form=({"contentType": "application/pdf", "data": "JVBERg=="},),
+        issued_at=datetime(2026, 12, 7, 11, tzinfo=UTC)), version)
+    check_resource(version, report, expected_type="DiagnosticReport")
+    assert ("study" if version == "R5" else "imagingStudy") in report
+    for resource in (rf.practitioner_resource(5, "Dr Who", "ID-5", True),
+                     rf.practitioner_role_resource(5, "consultant", 2, "cardiology", True),
+                     rf.organization_resource(2, "CN-1", "Cardiology", "consultants", True)):
+        check_resource(version, resource)

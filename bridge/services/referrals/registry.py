@@ -29,7 +29,7 @@ from bridge.jobs.queue import ClaimedJob, RetryPolicy
 from bridge.mapping.referrals import workflow as wf
 from bridge.mapping.tables import read_table
 from bridge.services.auth.principal import token_principal
-from bridge.services.referrals.workflow import REGISTRY_QUEUE, _apply, _record
+from bridge.services.referrals.workflow import REGISTRY_QUEUE, apply_move, record_move
 from bridge.store.db import read_session
 from bridge.store.models import Order, utcnow
 from bridge.store.people_models import Organization, User
@@ -123,12 +123,12 @@ def follow_referral(session: Session, order_id: int, resource: Mapping[str, Any]
             external_id=external, version=1, created_at=now, updated_at=now)
         session.add(referral)
         session.flush()
-        _record(session, referral, "", wf.REQUESTED, REGISTRY_PRINCIPAL.actor, "")
-        _apply(session, referral, wf.ACCEPTED, REGISTRY_PRINCIPAL.actor, "",
+        record_move(session, referral, "", wf.REQUESTED, REGISTRY_PRINCIPAL.actor, "")
+        apply_move(session, referral, wf.ACCEPTED, REGISTRY_PRINCIPAL.actor, "",
                rules.used_business_status, None)
         return
     if status in rules.ended_statuses and referral.status not in wf.ENDED:
-        _apply(session, referral, wf.CANCELLED, REGISTRY_PRINCIPAL.actor,
+        apply_move(session, referral, wf.CANCELLED, REGISTRY_PRINCIPAL.actor,
                f"{status} at the registry", None, None)
 
 

@@ -148,7 +148,7 @@ def create_referral(session: Session, principal: Principal, new: NewReferral) ->
     session.add_all(ReferralDocument(referral_id=referral.id,
                                      resource_type=str(d["resourceType"]), content=dict(d))
                     for d in new.documents)
-    _record(session, referral, "", wf.REQUESTED, principal.actor, "")
+    record_move(session, referral, "", wf.REQUESTED, principal.actor, "")
     return referral
 
 
@@ -221,12 +221,14 @@ def move(session: Session, principal: Principal, referral_id: int, wanted: str, 
                         location="Task.status")
     if principal.is_clinician and side == "performer" and referral.owner_id is None:
         referral.owner_id = principal.id
-    _apply(session, referral, wanted, principal.actor, reason, business_status, order_policy)
+    apply_move(session, referral, wanted, principal.actor, reason, business_status, order_policy)
     return referral
 
 
-def _apply(session: Session, referral: Referral, wanted: str, actor: str, reason: str,
-           business_status: str | None, order_policy: OrderPolicy | None) -> None:
+def apply_move(session: Session, referral: Referral, wanted: str, actor: str, reason: str,
+               business_status: str | None, order_policy: OrderPolicy | None) -> None:
+    """Make a move already checked: the order it creates or cancels, the new status, and
+    :func:`record_move`. For callers that checked (:func:`move`, the registry follower)."""
     before = referral.status
     if (wanted == wf.ACCEPTED and referral.performer_kind == "diagnostics"
             and referral.order_id is None):
@@ -240,11 +242,12 @@ def _apply(session: Session, referral: Referral, wanted: str, actor: str, reason
     referral.version += 1
     referral.updated_at = utcnow()
     session.flush()
-    _record(session, referral, before, wanted, actor, reason)
+    record_move(session, referral, before, wanted, actor, reason)
 
 
-def _record(session: Session, referral: Referral, before: str, after: str, actor: str,
-            reason: str) -> None:
+def record_move(session: Session, referral: Referral, before: str, after: str, actor: str,
+                reason: str) -> None:
+    """The move's event row, audit record and notification (and the registry's news)."""
     session.add(ReferralEvent(referral_id=referral.id, from_status=before or "-",
                               to_status=after, actor=actor[:128], reason=reason))
     session.flush()
@@ -337,7 +340,7 @@ def add_report(session: Session, principal: Principal, referral_id: int, *,
     if status in ("final", "amended", "corrected"):
         if principal.is_clinician and referral.owner_id is None:
             referral.owner_id = principal.id
-        _apply(session, referral, wf.COMPLETED, principal.actor, "", "result available",
+        apply_move(session, referral, wf.COMPLETED, principal.actor, "", "result available",
                order_policy)
     return report
 
@@ -350,5 +353,5 @@ def start_for_order(session: Session, order_id: int, actor: str) -> int | None:
         .with_for_update()).scalar_one_or_none()
     if referral is None:
         return None
-    _apply(session, referral, wf.IN_PROGRESS, actor, "", "exam performed", None)
+    apply_move(session, referral, wf.IN_PROGRESS, actor, "", "exam performed", None)
     return int(referral.id)
