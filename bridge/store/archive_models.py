@@ -53,6 +53,7 @@ QUEUE_KINDS = (UNMATCHED, PATIENT_MISMATCH, CONFLICT)
 class Study(Base):
     __tablename__ = "studies"
     __table_args__ = (
+        Index("ix_studies_uploaded_by", "uploaded_by"),
         Index("ix_studies_accession", "accession"),
         Index("ix_studies_date", "study_date", "study_time"),
         Index("ix_studies_state_received", "state", "last_received_at"),

@@ -140,6 +140,7 @@ def upgrade() -> None:
     with op.batch_alter_table('studies', schema=None) as batch_op:
         batch_op.add_column(sa.Column('uploaded_by', sa.Integer(), nullable=True))
         batch_op.create_foreign_key('fk_studies_uploaded_by_users', 'users', ['uploaded_by'], ['id'])
+        batch_op.create_index('ix_studies_uploaded_by', ['uploaded_by'], unique=False)
 
 
 
@@ -148,6 +149,7 @@ def downgrade() -> None:
         # WARNING: constraint name is None; this directive will fail as
         # rendered.  Add a name, or use a naming convention; see
         # https://alembic.sqlalchemy.org/en/latest/naming.html
+        batch_op.drop_index('ix_studies_uploaded_by')
         batch_op.drop_constraint('fk_studies_uploaded_by_users', type_='foreignkey')
         batch_op.drop_column('uploaded_by')
 
