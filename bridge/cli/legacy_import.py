@@ -19,6 +19,8 @@ from rich.table import Table
 from bridge.cli.common import ConfigOption, cli_settings, err, out
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
     from bridge.services.legacy_import import ImportReport
 
 
@@ -44,6 +46,9 @@ def import_command(
         help="Write image metadata in Latin letters (KMU 55 / ICAO).")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Check and report every file; store and record nothing.")] = False,
+    as_user: Annotated[str | None, typer.Option(
+        "--as", help="A clinician's username: the studies this run creates are theirs "
+                     "(they may see them), as when they upload by STOW-RS.")] = None,
     config: ConfigOption = None,
 ) -> None:
     """Import legacy modality files into the archive, through the same checks and
@@ -51,10 +56,12 @@ def import_command(
     skipped; the same content under another name is a duplicate. Bad files are reported
     with the reason and left in place: nothing is ever moved or deleted."""
     from bridge.mapping.tables import TableError
+    from bridge.services.access.uploads import claim_uploads
     from bridge.services.archive.store import ArchiveStore
     from bridge.services.legacy_import import build_importer, walk
     from bridge.store.db import make_engine, make_session_factory
     from bridge.store.migrate import upgrade
+    from bridge.store.models import utcnow
 
     settings = cli_settings(config)
     if settings.log_level != "DEBUG":  # the summary lists every file not imported
@@ -67,9 +74,12 @@ def import_command(
             err.print(f"[red]--source:[/red] no import source {source!r} ({known})")
             raise typer.Exit(2)
     engine = make_engine(settings.database_url)
+    started = utcnow()
     try:
         upgrade(engine)
-        store = ArchiveStore(settings, make_session_factory(engine))
+        sessions = make_session_factory(engine)
+        uploader = _uploader(sessions, as_user) if as_user else None
+        store = ArchiveStore(settings, sessions)
         try:
             importer = build_importer(settings, store, source=chosen, calling_ae=calling_ae,
                                       mapping=mapping, patterns=pattern,
@@ -84,11 +94,31 @@ def import_command(
                       TimeElapsedColumn(), console=err, transient=True) as progress:
             task = progress.add_task("import", total=len(versions))
             report = importer.run(versions, progress=lambda _: progress.advance(task))
+        if uploader is not None and not dry_run:
+            with sessions.begin() as session:
+                claim_uploads(session, uploader, since=started, study_ids={
+                    sid for o in report.outcomes for sid in o.study_ids})
     finally:
         engine.dispose()
     _summary(report, dry_run=dry_run)
     problems = report.count("rejected") + report.count("failed")
     raise typer.Exit(1 if problems else 0)
+
+
+def _uploader(sessions: sessionmaker[Session], username: str) -> int:
+    """The clinician ``--as`` names; exits 2 when they are not a clinician of the directory."""
+    from sqlalchemy import select
+
+    from bridge.services.auth.principal import CLINICIAN_ROLES
+    from bridge.store.people_models import User
+
+    with sessions() as session:
+        user = session.execute(select(User).where(User.username == username)
+                               ).scalar_one_or_none()
+    if user is None or user.disabled or user.role not in CLINICIAN_ROLES:
+        err.print(f"[red]--as:[/red] {username!r} is not an active clinician of the directory")
+        raise typer.Exit(2)
+    return int(user.id)
 
 
 def _summary(report: ImportReport, *, dry_run: bool) -> None:

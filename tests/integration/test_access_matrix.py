@@ -115,6 +115,7 @@ ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/fhir/Organization/{resource_id}"): CLINICIAN,
     ("GET", "/fhir/ServiceRequest/ref-{referral_id}"): CLINICIAN,
     ("POST", "/fhir/Subscription"): SYSTEM,
+    ("POST", "/fhir/Consent"): SYSTEM,
     ("GET", "/fhir/AuditEvent"): SYSTEM,
     ("GET", "/fhir/AuditEvent/{event_id}"): SYSTEM,
     ("GET", "/fhir/Subscription/{subscription_id}"): SYSTEM,

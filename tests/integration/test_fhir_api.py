@@ -144,7 +144,7 @@ def test_metadata_is_open_and_says_what_is_served(api: Api) -> None:
     kinds = {r["type"]: r for r in statement["rest"][0]["resource"]}
     assert set(kinds) == {"Patient", "ServiceRequest", "ImagingStudy", "Endpoint", "Task",
                           "DiagnosticReport", "Practitioner", "PractitionerRole",
-                          "Organization", "Subscription", "AuditEvent"}
+                          "Organization", "Subscription", "Consent", "AuditEvent"}
     assert {i["code"] for i in kinds["Task"]["interaction"]} == {
         "read", "search-type", "update"}
     assert "Task:focus" in kinds["Task"]["searchInclude"]

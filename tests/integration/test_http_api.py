@@ -499,6 +499,7 @@ def test_openapi_lists_endpoints_and_bearer_scheme(api: Api) -> None:
         "/fhir/Organization/{resource_id}": {"get"},
         "/fhir/ServiceRequest/ref-{referral_id}": {"get"},
         "/fhir/Subscription": {"post"},
+        "/fhir/Consent": {"post"},
         "/fhir/AuditEvent": {"get"},
         "/fhir/AuditEvent/{event_id}": {"get"},
         "/fhir/Subscription/{subscription_id}": {"get"},

@@ -384,3 +384,84 @@ def test_hl7_v2_referrals_reach_the_same_workflow(
     assert "MSA|AE|H6" in refused and "ERR||PRD^1^7|204^" in refused, refused
     with session_factory() as session:
         assert session.execute(select(func.count()).select_from(Referral)).scalar_one() == 2
+
+
+def test_the_mpps_of_the_referral_exam_moves_its_task_and_consents_share(
+        world: tuple[Bridge, Clinics, httpx.Client, dict[str, int]],
+        session_factory: sessionmaker[Session], tmp_path: Path) -> None:
+    from pydicom.dataset import Dataset
+    from pynetdicom import AE
+    from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[attr-defined]
+    bridge, people, system, ids = world
+    made = people["gp"].post("/api/referrals", json={
+        "patient": _patient(), "performer_kind": "diagnostics", "performer_org": "DX-1",
+        "modality": "CT"}).json()
+    accepted = people["rad"].post(f"/api/referrals/{made['id']}/status",
+                                  json={"status": "accepted"}).json()
+    order = people["rad"].get(f"/api/worklist/{accepted['order_id']}").json()
+    ae = AE(ae_title="CT_1")
+    ae.add_requested_context(ModalityPerformedProcedureStep)
+    assoc = ae.associate("127.0.0.1", bridge.dicom_port, ae_title="BRIDGE")
+    assert assoc.is_established
+    item = Dataset()
+    item.AccessionNumber = order["accession"]
+    item.ScheduledProcedureStepID = order["steps"][0]["sps_id"]
+    item.StudyInstanceUID = ""
+    mpps = Dataset()
+    mpps.ScheduledStepAttributesSequence = [item]
+    mpps.PerformedProcedureStepID = "PPS-REF"
+    mpps.PerformedStationAETitle = "CT_1"
+    mpps.PerformedProcedureStepStartDate = "20261207"
+    mpps.PerformedProcedureStepStartTime = "101000"
+    mpps.PerformedProcedureStepStatus = "IN PROGRESS"
+    mpps.Modality = "CT"
+    status, _ = assoc.send_n_create(mpps, ModalityPerformedProcedureStep,
+                                    generate_uid(prefix=f"{ROOT}."))
+    assoc.release()
+    assert status.Status == 0x0000
+    assert _task(people["gp"], made["id"])["status"] == "in-progress"
+
+    # A patient's consent (FHIR Consent) shares all their studies until it ends.
+    study_uid = store(bridge, tmp_path / "c", "P30002")
+    eventually(lambda: _linked(session_factory, study_uid))
+    assert _qido(people["gp2"], study_uid) == []
+    with session_factory() as session:
+        from bridge.store.models import PatientIdentifier
+        patient_pk = session.execute(select(PatientIdentifier.patient_id).where(
+            PatientIdentifier.value == "P30002")).scalar_one()
+    consent = system.post("/fhir/Consent", headers={"Content-Type": FHIR_JSON}, json={
+        "resourceType": "Consent", "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/"
+                                        "consentscope", "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": f"Patient/{patient_pk}"},
+        "provision": {"type": "permit", "period": {"end": "2099-01-01T00:00:00Z"},
+                      "actor": [{"role": {"text": "doctor"}, "reference": {
+                          "reference": f"Practitioner/{ids['gp2']}"}}]}})
+    assert consent.status_code == 201, consent.text
+    assert len(_qido(people["gp2"], study_uid)) == 1
+    # A clinician does not record consents.
+    assert people["gp"].post("/fhir/Consent", headers={"Content-Type": FHIR_JSON},
+                             json={"resourceType": "Consent"}).status_code == 403
+
+
+def test_an_import_run_as_a_clinician_makes_its_studies_theirs(
+        world: tuple[Bridge, Clinics, httpx.Client, dict[str, int]],
+        settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from bridge.cli.main import app as cli_app
+    _bridge, people, _system, _ids = world
+    study_uid = generate_uid(prefix=f"{ROOT}.")
+    folder = tmp_path / "legacy"
+    write_series(folder, 2, study_uid=study_uid, PatientID="P30002",
+                 PatientName="Коваль^Олена", PatientBirthDate="19800101",
+                 SpecificCharacterSet="ISO_IR 192")
+    monkeypatch.setenv("BRIDGE_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("BRIDGE_DATA_DIR", str(settings.data_dir))
+    runner = CliRunner()
+    assert runner.invoke(cli_app, ["import", str(folder), "--as", "ops"]).exit_code == 2
+    done = runner.invoke(cli_app, ["import", str(folder), "--as", "gp2"])
+    assert done.exit_code == 0, done.output
+    assert len(_qido(people["gp2"], study_uid)) == 1
+    assert _qido(people["gp"], study_uid) == []

@@ -20,7 +20,7 @@ from bridge.services.auth.principal import CLINICIAN_ROLES, Principal
 from bridge.services.patients.mpi import resolve_patient
 from bridge.store.archive_models import Study
 from bridge.store.audit import append_audit
-from bridge.store.models import utcnow
+from bridge.store.models import Patient, utcnow
 from bridge.store.people_models import User
 from bridge.store.referral_models import AccessGrant
 
@@ -96,3 +96,17 @@ def revoke(session: Session, principal: Principal, grant_id: int) -> AccessGrant
                  entity="access_grant", entity_id=str(grant.id))
     session.flush()
     return grant
+
+
+def record_consent(session: Session, principal: Principal, patient_pk: int,
+                   practitioners: tuple[int, ...], expires_at: datetime | None
+                   ) -> list[AccessGrant]:
+    """A patient's consent (FHIR Consent): all their studies shared with each practitioner."""
+    patient = session.get(Patient, patient_pk)
+    if patient is None or not patient.identifiers:
+        raise NotFound(f"Patient/{patient_pk} is not known", location="Consent.patient")
+    primary = patient.identifiers[0]
+    return [share(session, principal, user=f"Practitioner/{practitioner}",
+                  patient=Identifier(primary.value, primary.issuer), expires_at=expires_at,
+                  source="consent")
+            for practitioner in practitioners]

@@ -21,7 +21,7 @@ import secrets
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -80,6 +80,8 @@ class FileOutcome:
     reason: str | None = None
     objects: int = 0
     size: int = 0
+    #: The studies the file's objects went into (``studies.id``), when stored.
+    study_ids: tuple[int, ...] = ()
 
 
 @dataclass
@@ -325,8 +327,9 @@ class Importer:
             return self._outcome(version, DUPLICATE, "SOP Instance UID already in the archive",
                                  sha256, uid=results[0].sop_instance_uid if results else None,
                                  objects=len(results))
-        return self._outcome(version, IMPORTED, None, sha256, uid=new[0].sop_instance_uid,
-                             objects=len(new))
+        outcome, record = self._outcome(version, IMPORTED, None, sha256,
+                                        uid=new[0].sop_instance_uid, objects=len(new))
+        return replace(outcome, study_ids=tuple(sorted({r.study_id for r in new}))), record
 
     def _would_import(self, version: FileVersion, objects: int
                       ) -> tuple[FileOutcome, Record | None]:

@@ -28,7 +28,6 @@ from typing import BinaryIO
 from fastapi import APIRouter, Request, Response, status
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
-from sqlalchemy import update
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
@@ -54,9 +53,9 @@ from bridge.adapters.http.dicomweb.multipart import (
 )
 from bridge.errors import BridgeError, Rejected, answer_for
 from bridge.mapping.dicom.json_model import StowResult, stow_response
+from bridge.services.access.uploads import claim_uploads
 from bridge.services.archive.store import ArchiveStore, Arrival
 from bridge.storage.durable import remove_file
-from bridge.store.archive_models import Study
 from bridge.store.models import utcnow
 
 log = logging.getLogger("bridge.http")
@@ -142,12 +141,9 @@ async def _store(request: Request, context: ContextDep, *, study: str | None) ->
 
 def _record_uploader(context: ContextDep, study_uids: set[str], user_id: int,
                      started: datetime) -> None:
-    """A clinician's STOW makes the studies it created theirs (they may see them); a study
-    that existed before keeps its owner, so storing into it grants nothing."""
+    """A clinician's STOW makes the studies it created theirs (they may see them)."""
     with context.session_factory.begin() as session:
-        session.execute(update(Study).where(
-            Study.study_instance_uid.in_(sorted(study_uids)), Study.uploaded_by.is_(None),
-            Study.created_at >= started).values(uploaded_by=user_id))
+        claim_uploads(session, user_id, since=started, study_uids=study_uids)
 
 
 def _parser(content_type: str | None) -> MultipartParser:

@@ -29,8 +29,11 @@ from bridge.adapters.http.fhir.responses import (
 from bridge.errors import MappingFailed
 from bridge.mapping.fhir.bundle import searchset
 from bridge.mapping.fhir.capability import ResourceCapability
+from bridge.mapping.fhir.consent import read_consent
+from bridge.mapping.fhir.outcome import information
 from bridge.mapping.fhir.version import check_resource
 from bridge.mapping.referrals import fhir as rf
+from bridge.services.access import shares
 from bridge.services.auth.principal import Principal
 from bridge.services.referrals import notify, views
 from bridge.services.referrals.workflow import add_report, move
@@ -188,7 +191,8 @@ def workflow_resources() -> list[ResourceCapability]:
                                search_include=tuple(sorted(views.INCLUDES[kind])),
                                versioning="versioned" if kind == views.TASK else "no-version")
             for kind in views.WORKFLOW_TYPES] + [
-        ResourceCapability(type="Subscription", interactions=("read", "create"))]
+        ResourceCapability(type="Subscription", interactions=("read", "create")),
+        ResourceCapability(type="Consent", interactions=("create",))]
 
 
 System = Annotated[Principal, Depends(require_role("integration"))]
@@ -217,3 +221,21 @@ def read_subscription(subscription_id: str, request: Request, context: ContextDe
         subscription = notify.load_subscription(session, subscription_id)
         answer = notify.subscription_fhir(subscription, context.settings.fhir_version)
     return fhir_response(answer)
+
+
+@router.post("/Consent", summary="Record a patient's consent to share their studies")
+def create_consent(request: Request, context: ContextDep, session: SessionDep,
+                   principal: System, body: RawBody) -> Response:
+    """Every study of the patient is shared with each practitioner the Consent names, until
+    its period ends; the answer lists the shares as an OperationOutcome."""
+    check_format(request)
+    resource = parse_body(body, request.headers.get("content-type"))
+    version = context.settings.fhir_version
+    check_resource(version, resource, expected_type="Consent")
+    grant = read_consent(resource, version)
+    grants = shares.record_consent(session, principal, grant.patient_id, grant.practitioners,
+                                   grant.expires_at)
+    session.commit()
+    return fhir_response(information(
+        f"shared with {len(grants)} practitioner(s): access grants "
+        + ", ".join(str(g.id) for g in grants)), status=201)
