@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CollectorRegistry
@@ -35,6 +36,7 @@ from bridge.services.archive.stability import StudyHook
 from bridge.services.archive.store import ArchiveStore
 from bridge.services.archive.watch import StudyWatch
 from bridge.services.audit.forwarder import AuditForwarder
+from bridge.services.auth import directory_sync
 from bridge.services.compression import compressor as compression
 from bridge.services.fhir import publish as fhir_publish
 from bridge.services.fhir.registry_poll import RegistryPoller, schedule_registry_pull
@@ -107,6 +109,10 @@ class Background:
             handlers[registry_referrals.REGISTRY_QUEUE] = registry_referrals.RegistryTell(
                 s, self.sessions)
             policies[registry_referrals.REGISTRY_QUEUE] = registry_referrals.RETRY_POLICY
+            every(self.scheduler, s.fhir_registry_directory_seconds,
+                  partial(directory_sync.scheduled_pull, s.fhir_registry_url,
+                          s.fhir_timeout_seconds, self.sessions, s.mappings_dir),
+                  "registry-directory")
         self.workers.append(JobWorker(self.sessions, handlers, policies=policies,
                                       poll_seconds=s.worker_poll_seconds, name="jobs"))
         if s.fhir_target_url:

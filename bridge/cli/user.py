@@ -134,3 +134,34 @@ def org_list(config: ConfigOption = None) -> None:
     with directory_session(config) as session:
         for org in session.execute(select(Organization).order_by(Organization.id)).scalars():
             typer.echo(f"{org.id}\t{org.identifier}\t{org.kind}\t{org.name}")
+
+
+@user_app.command("sync-registry")
+def user_sync_registry(config: ConfigOption = None) -> None:
+    """Pull Organizations and Practitioners (with their PractitionerRole) from the registry
+    (BRIDGE_FHIR_REGISTRY_URL) into the directory."""
+    from bridge.clients.fhir import FhirClient
+    from bridge.errors import BridgeError
+    from bridge.services.auth.directory_sync import DirectoryRules, pull_directory
+    from bridge.store.audit import set_chain_key
+    from bridge.store.db import make_engine, make_session_factory
+    from bridge.store.migrate import upgrade
+
+    settings = cli_settings(config)
+    if not settings.fhir_registry_url:
+        err.print("BRIDGE_FHIR_REGISTRY_URL is not set")
+        raise typer.Exit(2)
+    set_chain_key(settings.audit_hmac_key.get_secret_value().encode("utf-8") or None)
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    try:
+        with FhirClient(settings.fhir_registry_url,
+                        timeout=settings.fhir_timeout_seconds) as client:
+            result = pull_directory(client, make_session_factory(engine),
+                                    DirectoryRules.load(settings.mappings_dir))
+    except BridgeError as exc:
+        raise _fail(exc) from None
+    finally:
+        engine.dispose()
+    out.print(f"{result.organizations} organizations, {result.users} users "
+              f"({result.disabled} disabled)")

@@ -136,6 +136,8 @@ class Settings(BaseSettings):
     fhir_registry_url: str = ""
     fhir_registry_search: str = "status=active"
     fhir_registry_poll_seconds: float = Field(default=60.0, gt=0)
+    #: How often the directory (Organizations, Practitioners) is pulled from the registry.
+    fhir_registry_directory_seconds: float = Field(default=3600.0, gt=0)
     #: This facility's Organization identifier as ``system|value`` (registry searches).
     fhir_facility_identifier: str = ""
     fhir_target_url: str = ""

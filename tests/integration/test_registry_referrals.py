@@ -170,3 +170,42 @@ def test_a_recalled_referral_cancels_its_task_order_and_step(
     with session_factory() as session:
         assert session.execute(select(Referral).where(
             Referral.external_id == other["id"])).first() is None
+
+
+def test_the_directory_is_pulled_from_the_registry(
+        registry: Registry, sync_settings: Settings, session_factory: sessionmaker[Session],
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from bridge.cli.main import app as cli_app
+    from bridge.store.people_models import Organization, User
+    practice = registry.peer.create({
+        "resourceType": "Organization", "name": "Family practice 7", "active": True,
+        "identifier": [{"system": FACILITY_SYSTEM, "value": "PRACTICE-7"}],
+        "type": [{"coding": [{"code": "practice"}]}]})
+    doctor = registry.peer.create({"resourceType": "Practitioner", "active": True,
+                                   "name": [{"family": "Петренко", "given": ["Олег"]}]})
+    role = registry.peer.create({
+        "resourceType": "PractitionerRole", "active": True,
+        "practitioner": {"reference": f"Practitioner/{doctor['id']}"},
+        "organization": {"reference": f"Organization/{practice['id']}"},
+        "code": [{"coding": [{"code": "family-doctor"}]}]})
+    monkeypatch.setenv("BRIDGE_DATABASE_URL", sync_settings.database_url)
+    monkeypatch.setenv("BRIDGE_DATA_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("BRIDGE_FHIR_REGISTRY_URL", sync_settings.fhir_registry_url)
+    runner = CliRunner()
+    pulled = runner.invoke(cli_app, ["user", "sync-registry"])
+    assert pulled.exit_code == 0, pulled.output
+    with session_factory() as session:
+        user = session.execute(select(User).where(
+            User.identifier == f"registry:Practitioner/{doctor['id']}")).scalar_one()
+        org = session.execute(select(Organization).where(
+            Organization.identifier == "PRACTICE-7")).scalar_one()
+        assert (user.role, user.display_name, user.organization_id, user.disabled,
+                user.password_hash) == ("family_doctor", "Олег Петренко", org.id, False, None)
+        assert org.kind == "practice"
+    registry.update(role, active=False)  # the registry ends the role: the user is disabled
+    assert runner.invoke(cli_app, ["user", "sync-registry"]).exit_code == 0
+    with session_factory() as session:
+        assert session.execute(select(User.disabled).where(
+            User.identifier == f"registry:Practitioner/{doctor['id']}")).scalar_one() is True
