@@ -112,6 +112,30 @@ def error_for_status(status: int, what: str) -> BridgeError:
     return Rejected(said)
 
 
+def _check_status(response: httpx.Response, what: str) -> None:
+    """The bridge error for a non-2xx answer (its diagnostics at debug level only)."""
+    if not response.is_success:
+        error = error_for_status(response.status_code, what)
+        log.debug("%s: %s", error.message, _diagnostics(response))
+        raise error
+
+
+def _json_answer(response: httpx.Response, what: str, *, expect: str | None
+                 ) -> dict[str, Any]:
+    """A 2xx answer's JSON resource (of type ``expect`` when given), else the bridge error."""
+    _check_status(response, what)
+    try:
+        body = response.json()
+    except ValueError:
+        raise Rejected(f"FHIR server did not answer JSON to {what} "
+                       f"(Content-Type {response.headers.get('content-type', '-')})"
+                       ) from None
+    if not isinstance(body, dict) or (expect and body.get("resourceType") != expect):
+        got = body.get("resourceType") if isinstance(body, dict) else type(body).__name__
+        raise Rejected(f"FHIR server answered {got!r} to {what}, expected {expect!r}")
+    return body
+
+
 class FhirClient:
     """A client for one FHIR server; thread-safe (one httpx connection pool), close it after.
 
@@ -196,15 +220,10 @@ class FhirClient:
                          **headers})
         except HTTPX_ERRORS as exc:
             raise translate_error(exc, what) from exc
-        if not response.is_success:
-            error = error_for_status(response.status_code, what)
-            log.debug("%s: %s", error.message, _diagnostics(response))
-            raise error
-        try:
-            body = response.json() if response.content else {}
-        except ValueError:
-            raise Rejected(f"FHIR server did not answer JSON to {what}") from None
-        return body if isinstance(body, dict) else {}
+        if not response.content:
+            _check_status(response, what)
+            return {}
+        return _json_answer(response, what, expect=None)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -216,20 +235,7 @@ class FhirClient:
                                       headers=dict(headers))
         except HTTPX_ERRORS as exc:
             raise translate_error(exc, what) from exc
-        if not response.is_success:
-            error = error_for_status(response.status_code, what)
-            log.debug("%s: %s", error.message, _diagnostics(response))
-            raise error
-        try:
-            body = response.json()
-        except ValueError:
-            raise Rejected(f"FHIR server did not answer JSON to {what} "
-                           f"(Content-Type {response.headers.get('content-type', '-')})"
-                           ) from None
-        if not isinstance(body, dict) or (expect and body.get("resourceType") != expect):
-            got = body.get("resourceType") if isinstance(body, dict) else type(body).__name__
-            raise Rejected(f"FHIR server answered {got!r} to {what}, expected {expect!r}")
-        return body
+        return _json_answer(response, what, expect=expect)
 
     def _next_link(self, bundle: Mapping[str, Any]) -> str | None:
         for link in bundle.get("link") or ():

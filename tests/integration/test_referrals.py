@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import subprocess
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +196,11 @@ def test_flow_1_family_doctor_to_diagnostics_and_the_result_back(
         "patient": "Patient/1", "status": "completed", "_include": "Task:focus"}).json()
     kinds = sorted(e["resource"]["resourceType"] for e in search["entry"])
     assert kinds == ["ServiceRequest", "Task"] and search["total"] == 1
+    year = datetime.now(UTC).year  # the referral was made just now
+    for when, total in ((f"ge{year}-01-01", 1), (f"lt{year}-01-01", 0), (str(year), 1),
+                        (str(year - 1), 0)):
+        dated = people["gp"].get("/fhir/Task", params={"authored-on": when}).json()
+        assert dated["total"] == total, when
 
 
 def test_flow_2_to_a_consultant_with_studies_and_a_record_extract(

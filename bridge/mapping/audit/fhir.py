@@ -10,10 +10,10 @@ Patient/N, a study UID), never names.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
+
+from bridge.mapping.audit.chain import AuditFields
 
 DCM: Final = "http://dicom.nema.org/resources/ontology/DCM"
 REST: Final = "http://hl7.org/fhir/restful-interaction"
@@ -32,19 +32,6 @@ EVENTS: Final[dict[str, tuple[str, str, str, str]]] = {
 DEFAULT_EVENT: Final = ("110100", "Application Activity", "U", "update")
 
 
-@dataclass(frozen=True, slots=True)
-class AuditView:
-    seq: int
-    at: datetime
-    actor: str
-    action: str
-    entity: str
-    entity_id: str
-    outcome: str
-    patient_ref: str | None
-    details: Mapping[str, object]
-
-
 def _instant(at: datetime) -> str:
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
@@ -57,7 +44,7 @@ def _who(actor: str) -> dict[str, Any]:
     return {"identifier": {"system": "urn:bridge:actor", "value": actor}}
 
 
-def audit_event(view: AuditView, version: str) -> dict[str, Any]:
+def audit_event(view: AuditFields, version: str) -> dict[str, Any]:
     code, display, action, interaction = EVENTS.get(view.action, DEFAULT_EVENT)
     failed = view.outcome != "success"
     agent: dict[str, Any] = {"who": _who(view.actor), "requestor": True}
@@ -103,7 +90,7 @@ def audit_event(view: AuditView, version: str) -> dict[str, Any]:
     return event
 
 
-def syslog_line(view: AuditView, hostname: str, version: str) -> bytes:
+def syslog_line(view: AuditFields, hostname: str, version: str) -> bytes:
     """One RFC 5424 message: facility authpriv (10), severity notice (5) or warning (4) for
     failures; the AuditEvent as JSON for the message, its seq as MSGID's structured data."""
     severity = 5 if view.outcome == "success" else 4

@@ -17,6 +17,7 @@ from bridge.domain import Identifier
 from bridge.errors import Conflict, MappingFailed, NotFound
 from bridge.services.access.visibility import study_visible
 from bridge.services.auth.principal import CLINICIAN_ROLES, Principal
+from bridge.services.auth.users import active_user
 from bridge.services.patients.mpi import resolve_patient
 from bridge.store.archive_models import Study
 from bridge.store.audit import append_audit
@@ -26,14 +27,7 @@ from bridge.store.referral_models import AccessGrant
 
 
 def _grantee(session: Session, ref: str) -> User:
-    query = select(User)
-    if ref.startswith("Practitioner/") and ref[13:].isdigit():
-        query = query.where(User.id == int(ref[13:]))
-    else:
-        query = query.where(User.username == ref)
-    user = session.execute(query).scalar_one_or_none()
-    if user is None or user.disabled:
-        raise NotFound(f"{ref} is not in the directory", location="user")
+    user = active_user(session, ref, location="user")
     if user.role not in CLINICIAN_ROLES:
         raise MappingFailed("studies are shared with clinicians (operators see all)",
                             location="user")

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bridge.errors import MappingFailed, NotFound
-from bridge.mapping.audit.fhir import AuditView, audit_event
+from bridge.mapping.audit.fhir import audit_event
+from bridge.mapping.fhir.search import date_bounds
 from bridge.store.archive_models import AuditRecord
+from bridge.store.audit import fields_of
 
 SEARCH_PARAMS = {
     "_id": ("token", "The record's seq"), "patient": ("reference", "Patient/[id]"),
@@ -22,22 +24,16 @@ SEARCH_PARAMS = {
 MAX_COUNT = 500
 
 
-def view_of(row: AuditRecord) -> AuditView:
-    return AuditView(seq=row.seq, at=row.at, actor=row.actor, action=row.action,
-                     entity=row.entity, entity_id=row.entity_id, outcome=row.outcome,
-                     patient_ref=row.patient_ref, details=row.details or {})
-
-
 def read_event(session: Session, event_id: str, version: str) -> dict[str, Any]:
     row = (session.execute(select(AuditRecord).where(AuditRecord.seq == int(event_id)))
            .scalar_one_or_none() if event_id.isdigit() and len(event_id) < 18 else None)
     if row is None:
         raise NotFound(f"AuditEvent/{event_id} is not known", location="id")
-    return audit_event(view_of(row), version)
+    return audit_event(fields_of(row), version)
 
 
-def search_events(session: Session, params: Sequence[tuple[str, str]], version: str
-                  ) -> tuple[int, list[dict[str, Any]]]:
+def search_events(session: Session, params: Sequence[tuple[str, str]], version: str,
+                  zone: ZoneInfo = ZoneInfo("UTC")) -> tuple[int, list[dict[str, Any]]]:
     query = select(AuditRecord)
     count, offset = 100, 0
     for name, value in params:
@@ -59,22 +55,12 @@ def search_events(session: Session, params: Sequence[tuple[str, str]], version: 
             query = query.where(AuditRecord.outcome == ("success" if value == "0"
                                                         else "failure"))
         elif name == "date":
-            query = query.where(_date(value))
+            for bound in date_bounds(name, value, zone):
+                query = query.where(AuditRecord.at >= bound.moment if bound.op == "ge"
+                                    else AuditRecord.at < bound.moment)
         elif name not in ("_format", "_sort"):
             raise MappingFailed(f"AuditEvent cannot be searched by {name}", location=name)
     total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
     rows = session.execute(query.order_by(AuditRecord.seq.desc()).limit(count)
                            .offset(offset)).scalars()
-    return int(total), [audit_event(view_of(row), version) for row in rows]
-
-
-def _date(value: str) -> Any:
-    prefix = value[:2] if value[:2] in ("ge", "gt", "le", "lt") else "ge"
-    raw = value[2:] if value[:2] == prefix else value
-    try:
-        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise MappingFailed(f"date={value} is not a date", location="date") from None
-    column = AuditRecord.at
-    return {"ge": column >= moment, "gt": column > moment, "le": column <= moment,
-            "lt": column < moment}[prefix]
+    return int(total), [audit_event(fields_of(row), version) for row in rows]

@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.clients.syslog import SyslogSender
 from bridge.mapping.audit.fhir import syslog_line
-from bridge.services.audit.events import view_of
 from bridge.store.archive_models import AuditRecord
+from bridge.store.audit import fields_of
 from bridge.store.db import read_session
 from bridge.store.fhir_models import SyncState
 
@@ -43,7 +43,7 @@ class AuditForwarder:
                 after = int(mark.value) if mark is not None and mark.value else 0
                 rows = session.execute(select(AuditRecord).where(AuditRecord.seq > after)
                                        .order_by(AuditRecord.seq).limit(BATCH)).scalars().all()
-                lines = [syslog_line(view_of(row), self.hostname, self.version) for row in rows]
+                lines = [syslog_line(fields_of(row), self.hostname, self.version) for row in rows]
                 last = rows[-1].seq if rows else after
             if not lines:
                 return sent

@@ -51,6 +51,22 @@ class DirectoryResult:
     disabled: int = 0
 
 
+def registry_user(session: Session, reference: str, *, role: str,
+                  display: str = "") -> User:
+    """The directory's user for a registry Practitioner reference, added (no password) when
+    the directory does not hold them yet; the registry referral follower and the directory
+    pull both name users this way."""
+    identifier = (f"registry:{reference}" if reference else "registry:unknown")[:64]
+    user = session.execute(select(User).where(User.identifier == identifier)
+                           ).scalar_one_or_none()
+    if user is None:
+        user = User(username=identifier, identifier=identifier, role=role,
+                    display_name=display[:200], password_hash=None, disabled=False)
+        session.add(user)
+        session.flush()
+    return user
+
+
 def _codes(concepts: Any) -> list[str]:
     return [str(coding.get("code")) for concept in concepts or []
             for coding in (concept.get("coding") or []) if coding.get("code")]
@@ -114,17 +130,11 @@ def _upsert_user(session: Session, role: dict[str, Any], practitioners: dict[str
     ours = next((rules.roles[c] for c in _codes(role.get("code")) if c in rules.roles), None)
     if not reference or ours is None:
         return
-    identifier = f"registry:{reference}"[:64]
     practitioner = practitioners.get(reference, {})
     names = practitioner.get("name") or [{}]
     display = str(names[0].get("text") or " ".join(
         [*names[0].get("given", []), names[0].get("family", "")]).strip())
-    user = session.execute(select(User).where(User.identifier == identifier)
-                           ).scalar_one_or_none()
-    if user is None:
-        user = User(username=identifier, identifier=identifier, role=ours, password_hash=None,
-                    display_name="", disabled=False)
-        session.add(user)
+    user = registry_user(session, reference, role=ours)
     active = (role.get("active", True) is not False
               and practitioner.get("active", True) is not False)
     newly_disabled = not active and not user.disabled

@@ -114,6 +114,19 @@ def set_disabled(session: Session, username: str, disabled: bool, *, actor: str)
     return user
 
 
+def active_user(session: Session, ref: str, *, location: str) -> User:
+    """The active user ``ref`` names (a username or ``Practitioner/N``); NotFound otherwise."""
+    query = select(User)
+    if ref.startswith("Practitioner/") and ref[13:].isdigit() and len(ref) < 32:
+        query = query.where(User.id == int(ref[13:]))
+    else:
+        query = query.where(User.username == ref)
+    user = session.execute(query).scalar_one_or_none()
+    if user is None or user.disabled:
+        raise NotFound(f"{ref} is not in the directory", location=location)
+    return user
+
+
 def list_users(session: Session) -> list[User]:
     return list(session.execute(select(User).order_by(User.username)).scalars())
 

@@ -28,11 +28,12 @@ from bridge.errors import Rejected
 from bridge.jobs.queue import ClaimedJob, RetryPolicy
 from bridge.mapping.referrals import workflow as wf
 from bridge.mapping.tables import read_table
+from bridge.services.auth.directory_sync import registry_user
 from bridge.services.auth.principal import token_principal
 from bridge.services.referrals.workflow import REGISTRY_QUEUE, apply_move, record_move
 from bridge.store.db import read_session
 from bridge.store.models import Order, utcnow
-from bridge.store.people_models import Organization, User
+from bridge.store.people_models import Organization
 from bridge.store.referral_models import DiagnosticReport, Referral
 
 log = logging.getLogger("bridge.referrals")
@@ -83,17 +84,9 @@ def referral_aware(apply: Apply, settings: Settings) -> Apply:
 
 def _requester(session: Session, resource: Mapping[str, Any], rules: RegistryRules) -> int:
     requester = resource.get("requester") or {}
-    reference = str(requester.get("reference") or "")
-    identifier = f"registry:{reference}" if reference else "registry:unknown"
-    user = session.execute(select(User).where(User.identifier == identifier)
-                           ).scalar_one_or_none()
-    if user is None:
-        user = User(username=identifier[:64], display_name=str(requester.get("display", ""))
-                    [:200], role=rules.registry_practitioner_role, identifier=identifier[:64],
-                    password_hash=None, disabled=False)
-        session.add(user)
-        session.flush()
-    return int(user.id)
+    return int(registry_user(session, str(requester.get("reference") or ""),
+                             role=rules.registry_practitioner_role,
+                             display=str(requester.get("display", ""))).id)
 
 
 def follow_referral(session: Session, order_id: int, resource: Mapping[str, Any],

@@ -9,13 +9,14 @@ PractitionerRole (one per user, same id) and Organization.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any, Final
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from bridge.errors import MappingFailed, NotFound
+from bridge.mapping.fhir.search import date_bounds
 from bridge.mapping.referrals import fhir as rf
 from bridge.mapping.referrals import workflow as wf
 from bridge.services.auth.principal import Principal
@@ -52,6 +53,7 @@ INCLUDES: Final = {TASK: frozenset({"Task:focus", "Task:owner", "Task:requester"
                                                               "PractitionerRole:practitioner"}),
                    ORGANIZATION: frozenset()}
 MAX_COUNT: Final = 200
+UTC_ZONE: Final = ZoneInfo("UTC")
 
 
 def referral_visible(principal: Principal) -> ColumnElement[bool] | None:
@@ -69,24 +71,33 @@ def referral_visible(principal: Principal) -> ColumnElement[bool] | None:
 
 
 def referral_view(session: Session, referral: Referral) -> rf.ReferralView:
-    studies = session.execute(select(ReferralStudy.study_id).where(
-        ReferralStudy.referral_id == referral.id).order_by(ReferralStudy.id)).scalars().all()
-    reports = session.execute(select(DiagnosticReport.id).where(
-        DiagnosticReport.referral_id == referral.id).order_by(DiagnosticReport.id)
-    ).scalars().all()
-    docs = session.execute(select(ReferralDocument.id).where(
-        ReferralDocument.referral_id == referral.id).order_by(ReferralDocument.id)
-    ).scalars().all()
-    return rf.ReferralView(
-        id=referral.id, patient_id=referral.patient_id, requester_id=referral.requester_id,
-        performer_kind=referral.performer_kind, performer_org_id=referral.performer_org_id,
-        owner_id=referral.owner_id, code=referral.code, code_system=referral.code_system,
-        code_display=referral.code_display, modality=referral.modality,
-        reason=referral.reason, priority=referral.priority, status=referral.status,
-        business_status=referral.business_status, status_reason=referral.status_reason,
-        external_id=referral.external_id, source=referral.source, version=referral.version,
-        created_at=referral.created_at, updated_at=referral.updated_at,
-        study_ids=tuple(studies), report_ids=tuple(reports), document_ids=tuple(docs))
+    return referral_views(session, [referral])[0]
+
+
+def referral_views(session: Session, referrals: Sequence[Referral]) -> list[rf.ReferralView]:
+    """The views of a page of referrals: their studies, reports and documents in three
+    queries for the whole page, not three per referral."""
+    ids = [r.id for r in referrals]
+    children: dict[str, dict[int, list[int]]] = {"studies": {}, "reports": {}, "docs": {}}
+    columns: tuple[tuple[str, Any, Any], ...] = (
+        ("studies", ReferralStudy.referral_id, ReferralStudy.study_id),
+        ("reports", DiagnosticReport.referral_id, DiagnosticReport.id),
+        ("docs", ReferralDocument.referral_id, ReferralDocument.id))
+    for name, owner, child in columns if ids else ():
+        for referral_id, child_id in session.execute(
+                select(owner, child).where(owner.in_(ids)).order_by(child)):
+            children[name].setdefault(int(referral_id), []).append(int(child_id))
+    return [rf.ReferralView(
+        id=r.id, patient_id=r.patient_id, requester_id=r.requester_id,
+        performer_kind=r.performer_kind, performer_org_id=r.performer_org_id,
+        owner_id=r.owner_id, code=r.code, code_system=r.code_system,
+        code_display=r.code_display, modality=r.modality, reason=r.reason,
+        priority=r.priority, status=r.status, business_status=r.business_status,
+        status_reason=r.status_reason, external_id=r.external_id, source=r.source,
+        version=r.version, created_at=r.created_at, updated_at=r.updated_at,
+        study_ids=tuple(children["studies"].get(r.id, ())),
+        report_ids=tuple(children["reports"].get(r.id, ())),
+        document_ids=tuple(children["docs"].get(r.id, ()))) for r in referrals]
 
 
 def report_view(report: DiagnosticReport) -> rf.ReportView:
@@ -137,12 +148,13 @@ def read(session: Session, principal: Principal, version: str, kind: str,
 
 
 def search(session: Session, principal: Principal, version: str, kind: str,
-           params: Sequence[tuple[str, str]]) -> tuple[int, list[dict[str, Any]],
-                                                       list[dict[str, Any]]]:
-    """(total, matches, included resources) for one page."""
+           params: Sequence[tuple[str, str]], zone: ZoneInfo = UTC_ZONE,
+           ) -> tuple[int, list[dict[str, Any]], list[dict[str, Any]]]:
+    """(total, matches, included resources) for one page; dates without an offset are in
+    ``zone`` (the site's local time, as for the other FHIR searches)."""
     count, offset, includes, criteria = _paging(kind, params)
     if kind == TASK:
-        total, matches = _tasks(session, principal, criteria, version, count, offset)
+        total, matches = _tasks(session, principal, criteria, version, count, offset, zone)
     elif kind == REPORT:
         total, matches = _reports(session, principal, criteria, version, count, offset)
     else:
@@ -184,18 +196,9 @@ def _ref_id(value: str, kind: str) -> int:
     return int(tail) if tail.isdigit() and len(tail) < 18 else -1
 
 
-def _date_bound(value: str) -> tuple[str, datetime]:
-    prefix = value[:2] if value[:2] in ("ge", "gt", "le", "lt", "eq") else "eq"
-    raw = value[2:] if value[:2] == prefix else value
-    try:
-        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise MappingFailed(f"authored-on={value} is not a date", location="authored-on") from None
-    return prefix, moment
-
-
 def _tasks(session: Session, principal: Principal, criteria: list[tuple[str, str]],
-           version: str, count: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
+           version: str, count: int, offset: int, zone: ZoneInfo,
+           ) -> tuple[int, list[dict[str, Any]]]:
     query: Select[Any] = select(Referral)
     condition = referral_visible(principal)
     if condition is not None:
@@ -212,14 +215,14 @@ def _tasks(session: Session, principal: Principal, criteria: list[tuple[str, str
         elif name == "status":
             query = query.where(Referral.status.in_(value.split(",")))
         elif name == "authored-on":
-            prefix, moment = _date_bound(value)
-            op = {"ge": Referral.created_at >= moment, "gt": Referral.created_at > moment,
-                  "le": Referral.created_at <= moment, "lt": Referral.created_at < moment}
-            query = query.where(op.get(prefix, func.date(Referral.created_at)
-                                       == moment.date().isoformat()))
+            for bound in date_bounds(name, value, zone):
+                query = query.where(Referral.created_at >= bound.moment if bound.op == "ge"
+                                    else Referral.created_at < bound.moment)
     total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-    rows = session.execute(query.order_by(Referral.id).limit(count).offset(offset)).scalars()
-    return int(total), [rf.task_resource(referral_view(session, r), version) for r in rows]
+    rows = session.execute(query.order_by(Referral.id).limit(count).offset(offset)
+                           ).scalars().all()
+    return int(total), [rf.task_resource(view, version)
+                        for view in referral_views(session, rows)]
 
 
 def _reports(session: Session, principal: Principal, criteria: list[tuple[str, str]],

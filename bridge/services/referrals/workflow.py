@@ -30,6 +30,7 @@ from bridge.mapping.fhir.outcome import PreconditionFailed
 from bridge.mapping.referrals import workflow as wf
 from bridge.mapping.referrals.fhir import instant
 from bridge.services.auth.principal import Principal
+from bridge.services.auth.users import active_user
 from bridge.services.patients.mpi import resolve_patient
 from bridge.services.worklist.orders import OrderPolicy, apply_order_command
 from bridge.store.archive_models import Study
@@ -79,18 +80,6 @@ class NewReferral:
     external_id: str | None = None
 
 
-def _user(session: Session, ref: str, location: str) -> User:
-    query = select(User)
-    if ref.startswith("Practitioner/") and ref[13:].isdigit():
-        query = query.where(User.id == int(ref[13:]))
-    else:
-        query = query.where(User.username == ref)
-    user = session.execute(query).scalar_one_or_none()
-    if user is None or user.disabled:
-        raise NotFound(f"{ref} is not in the directory", location=location)
-    return user
-
-
 def side_of(principal: Principal, referral: Referral) -> str | None:
     """How the caller stands to a referral: requester, performer, system, or None."""
     if not principal.is_clinician:
@@ -117,7 +106,7 @@ def create_referral(session: Session, principal: Principal, new: NewReferral) ->
     org_id = _performer_org(session, new)
     owner_id = None
     if new.owner:
-        owner = _user(session, new.owner, "owner")
+        owner = active_user(session, new.owner, location="owner")
         if owner.role != wf.PERFORMER_ROLE[new.performer_kind]:
             raise MappingFailed(f"a {owner.role} cannot perform a {new.performer_kind} "
                                 "referral", location="owner")
@@ -156,10 +145,10 @@ def _requester(session: Session, principal: Principal, new: NewReferral) -> User
     if principal.is_clinician:
         if principal.role not in wf.REQUESTER_ROLES:
             raise Forbidden(f"a {principal.role} does not refer patients", location="requester")
-        return _user(session, f"Practitioner/{principal.id}", "requester")
+        return active_user(session, f"Practitioner/{principal.id}", location="requester")
     if not new.requester:
         raise MappingFailed("a system names the referring practitioner", location="requester")
-    user = _user(session, new.requester, "requester")
+    user = active_user(session, new.requester, location="requester")
     if user.role not in wf.REQUESTER_ROLES:
         raise MappingFailed(f"a {user.role} does not refer patients", location="requester")
     return user

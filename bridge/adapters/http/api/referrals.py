@@ -132,8 +132,11 @@ def referral_queue(principal: Caller, session: SessionDep, context: ContextDep,
     """The referrals the caller may see, newest first (``status=requested,received``: a
     department's inbox)."""
     wanted = tuple(s for s in (status_ or "").split(",") if s)
-    return [_out(session, context, r)
-            for r in views.referral_queue(session, principal, status=wanted, limit=limit)]
+    found = views.referral_queue(session, principal, status=wanted, limit=limit)
+    version = context.settings.fhir_version
+    return [ReferralOut(id=r.id, status=r.status, order_id=r.order_id,
+                        task=rf.task_resource(view, version))
+            for r, view in zip(found, views.referral_views(session, found), strict=True)]
 
 
 @router.get("/referrals/{referral_id}", response_model=ReferralOut, responses=_ERRORS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Request, Response
 
@@ -25,7 +26,8 @@ def search_audit_events(request: Request, context: ContextDep, _auditor: Auditor
     check_format(request)
     params = list(request.query_params.multi_items())
     with read_session(context.session_factory) as session:
-        total, found = events.search_events(session, params, context.settings.fhir_version)
+        total, found = events.search_events(session, params, context.settings.fhir_version,
+                                            ZoneInfo(context.settings.local_timezone))
     base = fhir_base(request, context.settings)
     entries = [(f"{base}/AuditEvent/{e['id']}", e, "match") for e in found]
     self_url = f"{base}/AuditEvent?{urlencode(params)}" if params else f"{base}/AuditEvent"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Request, Response
 
@@ -63,7 +64,8 @@ def _search(kind: str, request: Request, context: ContextDep, principal: Princip
     params = list(request.query_params.multi_items())
     with read_session(context.session_factory) as session:
         total, matches, included = views.search(
-            session, principal, context.settings.fhir_version, kind, params)
+            session, principal, context.settings.fhir_version, kind, params,
+            ZoneInfo(context.settings.local_timezone))
     audit_read(context, request, action="search", entity=kind.lower()[:32], entity_id="*",
                details={"matches": len(matches)})
     base = fhir_base(request, context.settings)
