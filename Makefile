@@ -47,6 +47,7 @@ bench: $(STAMP) peers
 	$(BIN)/python bench/legacy_import.py
 	$(BIN)/python bench/access_filter.py
 	$(BIN)/python bench/access_filter.py --postgres
+	$(BIN)/python bench/deid.py
 
 lock:
 	rm -rf /tmp/bridge-lock && $(PYTHON) -m venv /tmp/bridge-lock

@@ -105,13 +105,13 @@ def c_find_cancelled(port: int, identifier: Dataset, model: str, calling_ae: str
     return int(first.Status), rest
 
 
-def findscu(port: int, model: str, keys: list[str], out: Path, aet: str = "FINDSCU"
-            ) -> list[Dataset]:
+def findscu(port: int, model: str, keys: list[str], out: Path, aet: str = "FINDSCU",
+            called: str = "BRIDGE") -> list[Dataset]:
     """DCMTK findscu (``model``: ``-W`` worklist, ``-S`` study root, ``-P`` patient root);
     asserts it succeeded and returns the responses it wrote to ``out``."""
     tool = require_tool("findscu")
     out.mkdir()
-    args = [tool, model, "-aet", aet, "-aec", "BRIDGE", "-X", "-od", str(out),
+    args = [tool, model, "-aet", aet, "-aec", called, "-X", "-od", str(out),
             "127.0.0.1", str(port)]
     for key in keys:
         args += ["-k", key]

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.clients.syslog import SyslogSender
 from bridge.config.settings import Settings
+from bridge.jobs.queue import RetryPolicy
 from bridge.jobs.scheduler import every, make_scheduler
 from bridge.jobs.worker import Handler, JobWorker
 from bridge.mapping.dicom.reconciliation import load_reconcile_policy
@@ -38,6 +39,8 @@ from bridge.services.archive.watch import StudyWatch
 from bridge.services.audit.forwarder import AuditForwarder
 from bridge.services.auth import directory_sync
 from bridge.services.compression import compressor as compression
+from bridge.services.deid import exports as deid_exports
+from bridge.services.deid.returns import IncomingFolder
 from bridge.services.fhir import publish as fhir_publish
 from bridge.services.fhir.registry_poll import RegistryPoller, schedule_registry_pull
 from bridge.services.fhir.registry_sync import IMPORT_QUEUE, RegistryImportHandler
@@ -95,6 +98,7 @@ class Background:
         notify_handlers, notify_policies = notification_handlers(s, self.sessions)
         handlers.update(notify_handlers)
         policies.update(notify_policies)
+        self._wire_deid(hooks, handlers, policies)
         # A deleted study's long-term copies (queued in the deleting transaction).
         handlers[LONGTERM_DELETE_QUEUE] = LongtermDeleteHandler(s, self.sessions)
         policies[LONGTERM_DELETE_QUEUE] = longterm_delete.RETRY_POLICY
@@ -158,6 +162,20 @@ class Background:
         # cleanup runs on its crontab, usage is sampled for the history.
         self.storage = build_storage_ops(s, self.sessions, migration=self.longterm)
         schedule_storage_maintenance(self.scheduler, self.storage)
+
+    def _wire_deid(self, hooks: list[StudyHook], handlers: dict[str, Handler],
+                   policies: dict[str, RetryPolicy]) -> None:
+        """De-identified exports (API, CLI, the destinations' auto rules) and the incoming
+        folder of objects coming back (restored into the archive)."""
+        s = self.settings
+        handlers[deid_exports.DEID_QUEUE] = deid_exports.ExportHandler(s, self.sessions)
+        policies[deid_exports.DEID_QUEUE] = deid_exports.retry_policy(s)
+        if any(d.auto_modalities for d in s.deid_destinations):
+            hooks.append(deid_exports.auto_export_hook(s))
+        if s.deid_incoming_dir is not None and self.archive is not None:
+            incoming = IncomingFolder(s, self.sessions, self.archive)
+            every(self.scheduler, max(s.worker_poll_seconds, 5.0), incoming.run_once,
+                  "deid-incoming")
 
     def _forward_hook(self, session: Session, study_id: int) -> None:
         forwarding.enqueue_forwards(session, study_id=study_id, settings=self.settings)

@@ -14,6 +14,7 @@ from contextlib import suppress
 import uvicorn
 from prometheus_client import CollectorRegistry
 
+from bridge.adapters.dicom.grid_scp import grid_service
 from bridge.adapters.dicom.qr_scp import query_retrieve_service
 from bridge.adapters.dicom.server import DEFAULT_SERVICES, DicomServer, start_dicom_server
 from bridge.adapters.dicom.storage_scp import storage_service
@@ -59,10 +60,13 @@ class Bridge:
         await asyncio.to_thread(self.archive.sweep_incoming)
         self.writer.start()
         self.mllp_port = await self.mllp.start(s.bind, s.mllp_port)
+        extra = [storage_service(s, self.sessions, store=self.archive)]
+        if s.grid_ae_title:
+            extra.append(grid_service(s, self.sessions))
         self.dicom = start_dicom_server(
             s, self.sessions,
             services=(*DEFAULT_SERVICES, query_retrieve_service),
-            extra_services=(storage_service(s, self.sessions, store=self.archive),))
+            extra_services=tuple(extra))
         self.dicom_port = self.dicom.port
         self.background.start()
         app = create_app(s, self.sessions, reprocess=self.ingest.reprocess,

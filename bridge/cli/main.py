@@ -12,6 +12,7 @@ import typer
 
 from bridge import __version__
 from bridge.cli.audit import audit_app
+from bridge.cli.deid import deid_app
 from bridge.cli.hl7 import hl7_app
 from bridge.cli.legacy_import import import_command
 from bridge.cli.serve import migrate, serve
@@ -31,6 +32,7 @@ app.add_typer(storage_app, name="storage")
 app.add_typer(user_app, name="user")
 app.add_typer(org_app, name="org")
 app.add_typer(audit_app, name="audit")
+app.add_typer(deid_app, name="deid")
 app.command("import")(import_command)
 
 

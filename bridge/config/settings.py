@@ -27,6 +27,7 @@ from pydantic_settings import (
 )
 
 from bridge.config.checks import valid_crontab
+from bridge.config.deid_destinations import DeidDestination, check_destinations
 from bridge.config.import_sources import ImportSource, check_unique_names
 
 ENV_PREFIX = "BRIDGE_"
@@ -221,6 +222,26 @@ class Settings(BaseSettings):
     audit_syslog_ca: Path | None = None
     audit_syslog_seconds: float = Field(default=5.0, ge=0.1)
 
+    # De-identification for studies that leave the hospital (block owned by services/deid)
+    #: The master key that wraps every export's key (32 bytes: raw, hex or base64 in a file
+    #: only the bridge reads), or the key itself (hex/base64) in BRIDGE_DEID_MASTER_KEY.
+    deid_master_key_file: Path | None = None
+    deid_master_key: SecretStr = SecretStr("")
+    deid_destinations: tuple[DeidDestination, ...] = ()
+    #: A second AE title on the DICOM port: the grid gateway (de-identify and send to
+    #: ``grid_destination`` on C-STORE; C-FIND from the key records; C-MOVE/C-GET fetch back).
+    grid_ae_title: str = Field(default="", max_length=16)
+    grid_destination: str = ""
+    #: A folder watched for objects that come back from outside (restored into the archive).
+    deid_incoming_dir: Path | None = None
+    deid_max_attempts: int = Field(default=10, ge=1, le=1000)
+
+    @field_validator("deid_destinations")
+    @classmethod
+    def _deid_destinations(cls, value: tuple[DeidDestination, ...]
+                           ) -> tuple[DeidDestination, ...]:
+        return check_destinations(value)
+
     @field_validator("import_sources")
     @classmethod
     def _import_sources(cls, value: tuple[ImportSource, ...]) -> tuple[ImportSource, ...]:
@@ -315,12 +336,33 @@ class Settings(BaseSettings):
                     f"forward_rules: destination {rule.destination!r} is not a DICOM peer "
                     "with a host, a port and role scp or both"
                 )
+        self._check_deid()
         if not _is_loopback(self.bind) and not self.dicom_peers:
             raise ValueError(
                 "bind: listening on a non-loopback address needs a DICOM peer allow-list; "
                 "set BRIDGE_DICOM_PEERS (and BRIDGE_DICOM_STRICT_PEERS=true)"
             )
         return self
+
+    def _check_deid(self) -> None:
+        names = {d.name for d in self.deid_destinations}
+        if self.grid_ae_title and self.grid_destination not in names:
+            raise ValueError("grid_destination: name one of BRIDGE_DEID_DESTINATIONS for the "
+                             "grid gateway (BRIDGE_GRID_AE_TITLE)")
+        if self.grid_ae_title and self.grid_ae_title == self.ae_title:
+            raise ValueError("grid_ae_title: must differ from BRIDGE_AE_TITLE")
+        for destination in self.deid_destinations:
+            peer = destination.peer_ae
+            known = self.peer(peer) if peer is not None else None
+            if peer is not None and (known is None or not known.port):
+                raise ValueError(f"deid_destinations: {destination.name}: {peer} is not a "
+                                 "DICOM peer with a host and a port (BRIDGE_DICOM_PEERS)")
+
+    def deid_destination(self, name: str) -> DeidDestination | None:
+        for destination in self.deid_destinations:
+            if destination.name == name:
+                return destination
+        return None
 
     @classmethod
     def settings_customise_sources(

@@ -74,6 +74,12 @@ ACCESS: dict[tuple[str, str], str] = {
     ("POST", "/api/referrals/{referral_id}/status"): CLINICIAN,
     ("POST", "/api/referrals/{referral_id}/report"): CLINICIAN,
     ("POST", "/api/shares"): CLINICIAN,
+    # De-identified exports: a clinician whose role a destination lists exports the studies
+    # they may see, and sees only their own exports.
+    ("GET", "/api/deid/destinations"): CLINICIAN,
+    ("POST", "/api/deid/exports"): CLINICIAN,
+    ("GET", "/api/deid/exports"): CLINICIAN,
+    ("GET", "/api/deid/exports/{export_id}"): CLINICIAN,
     ("POST", "/api/shares/{share_id}/revoke"): CLINICIAN,
     ("GET", "/dicomweb/studies"): CLINICIAN,
     ("POST", "/dicomweb/studies"): CLINICIAN,
@@ -148,7 +154,7 @@ def served(app: FastAPI, session_factory: sessionmaker[Session], settings: Setti
             "order_id": "1", "message_id": "1", "job_id": "1",
             "study_uid": study.study_instance_uid,
             "username": "gp", "share_id": "1", "patient_pk": str(patient.id),
-            "subscription_id": "1", "event_id": "1",
+            "subscription_id": "1", "event_id": "1", "export_id": "1",
         }
     with serve(app) as url:
         clinics = log_in_everyone(url)

@@ -91,8 +91,13 @@ def start_dicom_server(
     handlers: list[EventHandlerType] = [(evt.EVT_CONN_OPEN, _no_delay)]
     handlers.extend(policy_handlers(settings))
     handlers.extend(_bind_handlers(built))
+    offered: set[str] = set()
     for service in built:
         for sop_class in service.sop_classes:
+            # The grid gateway offers the storage and query classes the archive offers too.
+            if sop_class in offered:
+                continue
+            offered.add(sop_class)
             if service.role_selection:
                 ae.add_supported_context(sop_class, _syntaxes(service),
                                          scu_role=True, scp_role=True)
@@ -126,31 +131,51 @@ def _quiet_pynetdicom() -> None:
 def _bind_handlers(services: Sequence[DicomService]) -> list[EventHandlerType]:
     """pynetdicom binds one handler per intervention event (C-FIND, C-STORE, ...), the last
     one winning; when two services handle the same event (worklist and query/retrieve both
-    answer C-FIND), a dispatcher picks the handler by the request's SOP class."""
+    answer C-FIND, the grid gateway answers everything called to its own AE title), a
+    dispatcher picks the handler by the called AE title and the request's SOP class."""
     routes: dict[Any, list[tuple[DicomService, EventHandlerType]]] = defaultdict(list)
     bound: list[EventHandlerType] = []
     for service in services:
         for handler in service.handlers:
             if handler[0] in evt._INTERVENTION_EVENTS:
                 routes[handler[0]].append((service, handler))
+            elif service.called_ae:
+                bound.append((handler[0], _only_called, [service.called_ae, handler]))
             else:
                 bound.append(handler)
+    titles = frozenset(s.called_ae for s in services if s.called_ae)
     for event, pairs in routes.items():
-        if len(pairs) == 1:
+        if len(pairs) == 1 and not titles:
             bound.append(pairs[0][1])
             continue
-        table = {sop_class: handler for service, handler in pairs
+        table = {(service.called_ae, sop_class): handler for service, handler in pairs
                  for sop_class in service.sop_classes}
-        bound.append((event, _dispatch, [table]))
+        bound.append((event, _dispatch, [table, titles]))
     return bound
 
 
-def _dispatch(event: Event, table: dict[str, EventHandlerType], *extra: Any) -> Any:
-    handler = table.get(str(event.context.abstract_syntax))
+def called_ae_of(event: Event) -> str:
+    primitive = event.assoc.requestor.primitive
+    return str(getattr(primitive, "called_ae_title", "") or "").strip()
+
+
+def _dispatch(event: Event, table: dict[tuple[str | None, str], EventHandlerType],
+              titles: frozenset[str], *extra: Any) -> Any:
+    called = called_ae_of(event) if titles else ""
+    handler = table.get((called if called in titles else None,
+                         str(event.context.abstract_syntax)))
     if handler is None:  # not negotiated for this event: the context was accepted elsewhere
         raise LookupError(f"no handler for {event.context.abstract_syntax}")
     arguments = handler[2] if len(handler) > 2 else []
     return handler[1](event, *arguments)
+
+
+def _only_called(event: Event, title: str, handler: EventHandlerType) -> None:
+    """A notification handler of a service with its own AE title (the grid's end of
+    association) runs only for associations called to that title."""
+    if called_ae_of(event) == title:
+        arguments = handler[2] if len(handler) > 2 else []
+        handler[1](event, *arguments)
 
 
 def _syntaxes(service: DicomService) -> list[str] | None:

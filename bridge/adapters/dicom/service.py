@@ -28,6 +28,9 @@ class DicomService:
     #: SCP/SCU role selection (PS3.7 D.3.3.4): storage classes that C-GET sends back over
     #: the requestor's own association are accepted with the SCU role as well.
     role_selection: bool = False
+    #: Only associations called to this AE title reach the service (the grid gateway's own
+    #: title); None: the bridge's own title (and any other title not claimed by a service).
+    called_ae: str | None = None
 
 
 #: Builds a service from the application's dependencies.

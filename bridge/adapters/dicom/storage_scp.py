@@ -37,6 +37,7 @@ from bridge.adapters.dicom.service import DicomService
 from bridge.config.settings import Settings
 from bridge.errors import BridgeError, Transient
 from bridge.services.archive.store import ArchiveStore, Arrival
+from bridge.services.deid.restore import Restorer
 
 logger = logging.getLogger("bridge.dicom")
 
@@ -57,7 +58,9 @@ def storage_service(settings: Settings, session_factory: sessionmaker[Session], 
         name="storage",
         sop_classes=STORAGE_SOP_CLASSES,
         transfer_syntaxes=tuple(str(ts) for ts in ALL_TRANSFER_SYNTAXES),
-        handlers=((evt.EVT_C_STORE, handle_store, [store]),),
+        handlers=((evt.EVT_C_STORE, handle_store,
+                   [store, Restorer(settings, session_factory)
+                    if settings.deid_destinations else None]),),
         # C-GET sends stored objects back over the requestor's own association: the
         # storage classes are offered with the SCU role too (SCP/SCU role selection).
         role_selection=True,
@@ -87,11 +90,18 @@ def _temporary_file(*args: Any, **kwargs: Any) -> IO[bytes]:
     return tempfile.NamedTemporaryFile(*args, **kwargs)
 
 
-def handle_store(event: Event, store: ArchiveStore) -> int | Dataset:
+def handle_store(event: Event, store: ArchiveStore, restorer: Restorer | None = None
+                 ) -> int | Dataset:
     calling_ae = str(event.assoc.requestor.ae_title).strip()
     extra = {"calling_ae": calling_ae, "accession": None}
     try:
-        stored = store.accept(Arrival(event.dataset_path, calling_ae=calling_ae))
+        if restorer is not None and calling_ae in restorer.return_aes:
+            restored = restorer.restore(Path(event.dataset_path).read_bytes(),
+                                        actor=f"ae:{calling_ae}", source="c-store")
+            stored = store.accept_bytes(restored.data, calling_ae=calling_ae,
+                                        source="deid-return")
+        else:
+            stored = store.accept(Arrival(event.dataset_path, calling_ae=calling_ae))
     except BridgeError as exc:
         logger.warning("C-STORE refused: %s", exc.message, extra=extra)
         return failure(exc)

@@ -20,6 +20,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.status import HTTP_422_UNPROCESSABLE_CONTENT
 
 from bridge.adapters.http.api import (
+    deid as routes_deid,
+)
+from bridge.adapters.http.api import (
     health as routes_health,
 )
 from bridge.adapters.http.api import (
@@ -115,7 +118,7 @@ def create_app(
     set_chain_key(settings.audit_hmac_key.get_secret_value().encode("utf-8") or None)
     for module in (routes_health, routes_messages, routes_worklist, routes_metrics,
                    routes_reconciliation, routes_jobs, routes_peers, routes_storage, routes_people,
-                   routes_referrals,
+                   routes_referrals, routes_deid,
                    routes_dicomweb):
         app.include_router(module.router)
     # Before the FHIR REST routes: ``POST /fhir/{type}`` would take ``$notify`` for a type.

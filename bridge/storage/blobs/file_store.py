@@ -58,6 +58,27 @@ class FileBlobStore:
         fsync_dir(target.parent)
         return size
 
+    def put_bytes(self, data: bytes, key: str, *, sync_directory: bool = True) -> int:
+        """As :meth:`put`, from bytes in memory. ``sync_directory=False`` leaves the fsync of
+        the key's folder to the caller (one per folder for a batch: :func:`fsync_dir`)."""
+        self.check()
+        target = self._path(key)
+        _make_dirs(target.parent, self.root)
+        staging = target.with_name(f".{target.name}.{secrets.token_hex(4)}{_PART}")
+        try:
+            with staging.open("wb") as dst:
+                dst.write(data)
+                dst.flush()
+                os.fsync(dst.fileno())
+            os.replace(staging, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                staging.unlink()
+            raise
+        if sync_directory:
+            fsync_dir(target.parent)
+        return len(data)
+
     def fetch(self, key: str, target: BinaryIO) -> str:
         with self._open(key) as stream:
             return hash_stream(stream, target)

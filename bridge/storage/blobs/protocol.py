@@ -56,6 +56,10 @@ class BlobStore(Protocol):
         this returns, the bytes are durable in the store."""
         ...
 
+    def put_bytes(self, data: bytes, key: str) -> int:
+        """As :meth:`put`, from bytes in memory."""
+        ...
+
     def fetch(self, key: str, target: BinaryIO) -> str:
         """Write the stored bytes into ``target``; the SHA-256 (hex) of what was written."""
         ...

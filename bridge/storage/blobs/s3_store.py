@@ -66,6 +66,15 @@ class S3BlobStore:
             raise self._error("upload", key, exc) from None
         return size
 
+    def put_bytes(self, data: bytes, key: str) -> int:
+        """As :meth:`put`, from bytes in memory (one PUT request)."""
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data,
+                                   ContentType="application/dicom")
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error("upload", key, exc) from None
+        return len(data)
+
     def fetch(self, key: str, target: BinaryIO) -> str:
         body = self._get(key)
         try:

@@ -6,6 +6,7 @@ from alembic import context
 
 from bridge.store import (
     archive_models,  # noqa: F401  (registers the archive tables)
+    deid_models,  # noqa: F401  (registers the de-identification key records)
     fhir_models,  # noqa: F401  (registers the FHIR tables)
     import_models,  # noqa: F401  (registers the legacy import list)
     people_models,  # noqa: F401  (registers the directory and logins)
