@@ -265,7 +265,11 @@ def deid_rotate_key(
             new = MasterKey.of(parse_key(new_key_file.read_bytes()))
             with sessions() as session, session.begin():
                 rotated = records.rotate(session, old, new)
+                others = records.foreign_keys(session, new.kid)
         except BridgeError as exc:
             raise _fail(exc.message) from None
     out.print(f"re-wrapped {rotated.exports} export keys and {rotated.destinations} "
               f"destination secrets from master key {old.kid} to {new.kid}")
+    if others:
+        err.print(f"[yellow]{others} keys are wrapped by yet another master key (an earlier "
+                  "rotation not finished): rotate from that key too[/yellow]")
