@@ -13,8 +13,10 @@ private header). Every tool reads from and writes to the same local disk (page c
 - **bridge**: ``bridge deid FILES --out`` as the command runs it
   (:func:`bridge.services.deid.files.deidentify_files`): profile, pseudonyms, key records
   sealed and committed to SQLite, files written durably; one process.
-- **bridge, N processes**: the same engine over N worker processes (N = cores), each with its
-  own SQLite connection batch: what a grid gateway or an export job on an N-core machine gets.
+- **bridge, N processes**: N such runs at once (N = cores), each on its share of the files
+  and the same database: what N exports running at the same time get. (One run handing the
+  header work to a pool of N worker processes was tried: no gain on 2 cores, the parent's
+  commits, writes and unpickling were the limit.)
 - **restore**: ``bridge deid restore`` of the bridge's output (key records opened, originals
   rebuilt and checked against their SHA-256, written).
 
