@@ -17,6 +17,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.filewriter import dcmwrite
 from pynetdicom import AE, build_role, evt
+from pynetdicom.association import Association
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet  # type: ignore[attr-defined]
 
 from bridge.errors import Rejected, Transient
@@ -32,6 +33,8 @@ class DicomScu:
         self.port = port
         self.peer_ae = peer_ae
         self.timeout = timeout
+        self._assoc: Association | None = None
+        self._contexts: set[tuple[str, str]] = set()
 
     def _ae(self) -> AE:
         ae = AE(ae_title=self.ae_title)
@@ -42,28 +45,50 @@ class DicomScu:
         return ae
 
     def store(self, objects: Sequence[bytes]) -> None:
-        """C-STORE every object over one association."""
+        """C-STORE every object, over the association kept from the last call when it has
+        the objects' contexts (the grid gateway sends one object per call), else over a new
+        one. :meth:`close` releases it."""
         datasets = [dcmread(BytesIO(data), force=True) for data in objects]
-        ae = self._ae()
-        for context in {(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID))
-                        for ds in datasets}:
-            ae.add_requested_context(context[0], [context[1]])
-        assoc = ae.associate(self.host, self.port, ae_title=self.peer_ae)
-        if not assoc.is_established:
-            raise (Rejected if assoc.is_rejected else Transient)(
-                f"{self.peer_ae} at {self.host}:{self.port}: association "
-                f"{'rejected' if assoc.is_rejected else 'failed'}")
+        needed = {(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID))
+                  for ds in datasets}
+        if self._assoc is None or not self._assoc.is_established or \
+                not needed <= self._contexts:
+            self.close()
+            self._associate(needed | self._contexts)
+        assert self._assoc is not None
         try:
             for ds in datasets:
-                status = assoc.send_c_store(ds)
+                status = self._assoc.send_c_store(ds)
                 code = int(getattr(status, "Status", -1)) if status else -1
                 if code == -1:
                     raise Transient(f"{self.peer_ae}: no answer to C-STORE")
                 if code not in _OK and not 0xB000 <= code <= 0xBFFF:
                     kind = Transient if 0xA700 <= code <= 0xA7FF else Rejected
                     raise kind(f"{self.peer_ae} refused an object: status 0x{code:04X}")
-        finally:
-            if assoc.is_established:
+        except BaseException:
+            self.close(abort=True)  # a fresh association for the next try
+            raise
+
+    def _associate(self, contexts: set[tuple[str, str]]) -> None:
+        ae = self._ae()
+        for sop_class, syntax in sorted(contexts)[:128]:
+            ae.add_requested_context(sop_class, [syntax])
+        assoc = ae.associate(self.host, self.port, ae_title=self.peer_ae)
+        if not assoc.is_established:
+            raise (Rejected if assoc.is_rejected else Transient)(
+                f"{self.peer_ae} at {self.host}:{self.port}: association "
+                f"{'rejected' if assoc.is_rejected else 'failed'}")
+        accepted = {(str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
+                    for cx in assoc.accepted_contexts}
+        self._assoc, self._contexts = assoc, accepted
+
+    def close(self, *, abort: bool = False) -> None:
+        """Release (or abort) the kept association, if any."""
+        assoc, self._assoc, self._contexts = self._assoc, None, set()
+        if assoc is not None and assoc.is_established:
+            if abort:
+                assoc.abort()
+            else:
                 assoc.release()
 
     def get(self, study: str, series: str, instance: str, sop_class: str) -> bytes:

@@ -46,9 +46,13 @@ _PATIENT_KEYS = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthD
 
 @dataclass(slots=True)
 class _Session:
+    """One incoming association's export, and its way out (kept open: to a DICOM store,
+    one association for all the objects of the incoming one)."""
+
     export_id: int
     key: bytes
     recipe: Recipe
+    outbound: Outbound
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,12 +105,8 @@ class GridGateway:
     def store(self, raw: bytes, *, association: object, calling_ae: str) -> None:
         current = self._session_for(association, calling_ae)
         prepared = prepare(raw, current.recipe)
-        outbound = open_outbound(self.destination, self.settings)
-        try:
-            problem = send_batch(self.sessions, outbound, current.export_id, current.key,
-                                 [(None, prepared)])
-        finally:
-            outbound.close()
+        problem = send_batch(self.sessions, current.outbound, current.export_id, current.key,
+                             [(None, prepared)])
         if prepared.status == records.HELD:
             raise Rejected(f"held back, not sent to the grid: {prepared.reason}",
                            location="(0028,0301)")
@@ -128,7 +128,8 @@ class GridGateway:
             export.status = "running"
             export_id = export.id
         made = _Session(export_id, key, Recipe.build(self.settings.mappings_dir,
-                                                     self.destination.options, secret))
+                                                     self.destination.options, secret),
+                        open_outbound(self.destination, self.settings))
         with self._lock:
             self._open[id(association)] = made
         return made
@@ -139,6 +140,7 @@ class GridGateway:
             current = self._open.pop(id(association), None)
         if current is None:
             return
+        current.outbound.close()
         with self.sessions() as session, session.begin():
             export = session.get(DeidExport, current.export_id)
             assert export is not None

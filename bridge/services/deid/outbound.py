@@ -100,7 +100,7 @@ class DicomOutbound:
         return self.scu.get(study, series, instance, sop_class)
 
     def close(self) -> None:
-        return None
+        self.scu.close()
 
 
 class DicomWebOutbound:
