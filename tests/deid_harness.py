@@ -79,6 +79,12 @@ def run_export(settings: Settings, sessions: sessionmaker[Session], study_uid: s
                                       destination=destination, actor=actor, roles=roles,
                                       source="api")
         export_id = export.id
+    return run_jobs(settings, sessions, export_id, max_runs=max_runs)
+
+
+def run_jobs(settings: Settings, sessions: sessionmaker[Session], export_id: int, *,
+             max_runs: int = 5) -> DeidExport:
+    """Run due ``deid_export`` jobs (at most ``max_runs``); the export as it stands then."""
     worker = JobWorker(sessions, {exports.DEID_QUEUE: exports.ExportHandler(settings, sessions)},
                        policies={exports.DEID_QUEUE: exports.retry_policy(settings)})
     for _ in range(max_runs):

@@ -7,7 +7,6 @@ A peer that is down, aborts or answers a status a later try may pass raises
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sequence
 from io import BytesIO
 from pathlib import Path
@@ -96,15 +95,7 @@ class DicomScu:
         received: list[bytes] = []
 
         def on_store(event: Any) -> int:
-            path = getattr(event, "dataset_path", None)
-            if path is not None:  # chunked receiving (the bridge's storage SCP turned it on)
-                received.append(Path(path).read_bytes())
-            else:
-                ds = event.dataset
-                ds.file_meta = event.file_meta
-                buffer = BytesIO()
-                dcmwrite(buffer, ds, enforce_file_format=True)
-                received.append(buffer.getvalue())
+            received.append(received_bytes(event))
             return 0x0000
 
         ae = self._ae()
@@ -132,7 +123,15 @@ class DicomScu:
         return received[0]
 
 
-def temporary_copy(data: bytes, folder: Path | None = None) -> Path:
-    with tempfile.NamedTemporaryFile(dir=folder, suffix=".dcm", delete=False) as handle:
-        handle.write(data)
-    return Path(handle.name)
+def received_bytes(event: Any) -> bytes:
+    """A C-STORE request's object as a Part 10 file: pynetdicom's own file when it received
+    in chunks (the bridge's storage SCP turns that on, process-wide), else written from the
+    decoded data set."""
+    path = getattr(event, "dataset_path", None)
+    if path is not None:
+        return Path(path).read_bytes()
+    ds = event.dataset
+    ds.file_meta = event.file_meta
+    buffer = BytesIO()
+    dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -41,6 +40,7 @@ from tests.deid_harness import (
     originals,
     phi_study,
     run_export,
+    run_jobs,
     sha256,
     with_destinations,
 )
@@ -144,25 +144,13 @@ def test_a_destination_that_is_down_is_retried_without_loss_or_doubles(
         session.execute(update(Job).where(Job.id == export.job_id).values(
             next_attempt_at=Job.created_at))
         session.commit()
-        worker_export = run_export_again(s, session_factory, export.id)
+        worker_export = run_jobs(s, session_factory, export.id)
         assert (worker_export.status, worker_export.sent) == ("done", 4)
         assert late.instance_count() == 4
     with session_factory() as session:
         statuses = session.execute(select(DeidObject.status).where(
             DeidObject.export_id == export.id)).scalars().all()
     assert sorted(statuses) == ["sent"] * 4
-
-
-def run_export_again(s: Settings, sessions: sessionmaker[Session], export_id: int
-                     ) -> DeidExport:
-    from bridge.jobs.worker import JobWorker
-
-    JobWorker(sessions, {exports.DEID_QUEUE: exports.ExportHandler(s, sessions)}).run_once()
-    with sessions() as session:
-        done = session.get(DeidExport, export_id)
-        assert done is not None
-        session.expunge(done)
-        return done
 
 
 def test_returns_by_c_store_are_restored_and_outside_reports_join_the_real_study(
@@ -264,7 +252,7 @@ def test_burned_in_objects_are_held_back_and_the_api_says_why(
                 "study_instance_uid": study_uid, "destination": "regional"})
             assert queued.status_code == 202, queued.text
             export_id = queued.json()["id"]
-            run_export_again(s, session_factory, export_id)
+            run_jobs(s, session_factory, export_id)
             shown = admin.get(f"/api/deid/exports/{export_id}").json()
             assert (shown["status"], shown["sent"], shown["held"]) == ("partial", 1, 1)
             assert shown["not_sent"][0]["status"] == "held"
@@ -306,7 +294,7 @@ def test_a_stable_study_goes_out_by_the_destinations_rule(
         queued = session.execute(select(DeidExport)).scalars().all()
         assert [(e.destination, e.source, e.actor) for e in queued] == [
             ("regional", "rule", "rule:regional")]
-    run_export_again(s, session_factory, queued[0].id)
+    run_jobs(s, session_factory, queued[0].id)
     assert len(list((tmp_path / "out").rglob("*.dcm"))) == 2
     assert not (tmp_path / "mr").exists()
 
@@ -326,7 +314,6 @@ def test_exports_need_a_master_key_and_say_so(
         assert session.execute(select(DeidExport)).first() is None
         assert session.execute(select(Job).where(Job.queue == exports.DEID_QUEUE)).first() \
             is None
-    _ = httpx  # the API client is httpx
 
 
 def test_fetched_on_request_and_dropped_in_the_incoming_folder(

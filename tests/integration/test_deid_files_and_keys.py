@@ -158,3 +158,12 @@ def test_rotation_rewraps_and_leaves_the_exported_files_alone(
     assert again.exit_code == 0
     assert {dcmread(p).PatientID for p in (tmp_path / "again").rglob("*.dcm")} == \
         {dcmread(p).PatientID for p in exported}
+
+
+def test_export_and_fetch_refuse_what_they_do_not_know(cli: CliRunner, tmp_path: Path) -> None:
+    unknown_study = cli.invoke(cli_app, ["deid", "export", "--study", "1.2.3", "--to", "x"])
+    assert unknown_study.exit_code == 2 and "no study 1.2.3" in unknown_study.output
+    unknown_destination = cli.invoke(cli_app, ["deid", "fetch", "--study", "1.2.3",
+                                               "--from", "nowhere"])
+    assert unknown_destination.exit_code == 2
+    assert "no de-identification destination 'nowhere'" in unknown_destination.output

@@ -190,3 +190,33 @@ def _outside(s: Settings, sessions: sessionmaker[Session], store: str,
         path.write_bytes(blob)
         paths.append(path)
     return paths
+
+
+def test_what_the_grid_cannot_take_gets_a_failure_status_and_nothing_leaves(
+        settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path) -> None:
+    from pynetdicom import AE
+    from pynetdicom.sop_class import UltrasoundImageStorage  # type: ignore[attr-defined]
+
+    from tests.deid_fixtures import burned_in_us
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    s = with_destinations(settings, key_file(tmp_path),
+                          {"name": "grid", "url": f"file://{outside}"},
+                          grid_ae_title="GRID", grid_destination="grid")
+    with dicom_servers(s, session_factory, extra_services=(
+            storage_service(s, session_factory), grid_service(s, session_factory))) as start:
+        port = start().port
+        ae = AE(ae_title="MODALITY")
+        ae.add_requested_context(UltrasoundImageStorage)
+        assoc = ae.associate("127.0.0.1", port, ae_title="GRID")
+        assert assoc.is_established
+        status = assoc.send_c_store(burned_in_us("1.2.3.4"))
+        assoc.release()
+    assert status.Status == 0xA900
+    assert "held back" in status.ErrorComment and "Burned In Annotation" in status.ErrorComment
+    assert PATIENT_ID not in status.ErrorComment
+    assert list(outside.rglob("*")) == []
+    with session_factory() as session:
+        held = session.execute(select(DeidObject)).scalar_one()
+        assert (held.status, held.record) == ("held", None)

@@ -8,12 +8,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from io import BytesIO
-from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.filewriter import dcmwrite
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import evt
 from pynetdicom.events import Event
@@ -31,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bridge.adapters.dicom.dimse_status import failure
 from bridge.adapters.dicom.service import DicomService
 from bridge.adapters.dicom.storage_scp import STORAGE_SOP_CLASSES
+from bridge.clients.dicom_scu import received_bytes
 from bridge.config.settings import Settings
 from bridge.errors import BridgeError
 from bridge.services.deid.grid import GridGateway, GridObject
@@ -66,21 +65,10 @@ def _calling(event: Event) -> str:
     return str(event.assoc.requestor.ae_title).strip()
 
 
-def _raw(event: Event) -> bytes:
-    path = getattr(event, "dataset_path", None)
-    if path is not None:
-        return Path(path).read_bytes()
-    ds = event.dataset
-    ds.file_meta = event.file_meta
-    buffer = BytesIO()
-    dcmwrite(buffer, ds, enforce_file_format=True)
-    return buffer.getvalue()
-
-
 def handle_store(event: Event, gateway: GridGateway) -> int | Dataset:
     extra = {"calling_ae": _calling(event), "accession": None}
     try:
-        gateway.store(_raw(event), association=event.assoc, calling_ae=_calling(event))
+        gateway.store(received_bytes(event), association=event.assoc, calling_ae=_calling(event))
     except BridgeError as exc:
         logger.warning("grid C-STORE refused: %s", exc.message, extra=extra)
         return failure(exc)

@@ -17,10 +17,9 @@ import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from pydicom.dataset import Dataset
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.config.settings import Settings
@@ -28,10 +27,11 @@ from bridge.errors import BridgeError, Rejected
 from bridge.services.deid import records
 from bridge.services.deid.engine import Recipe, prepare
 from bridge.services.deid.exports import destination_of, send_batch
-from bridge.services.deid.keys import MasterKey, master_key
-from bridge.services.deid.outbound import Outbound, open_outbound
+from bridge.services.deid.keys import master_key
+from bridge.services.deid.outbound import Outbound, fetch_object, open_outbound
 from bridge.services.deid.restore import original_bytes
 from bridge.store.audit import append_audit
+from bridge.store.db import read_session
 from bridge.store.deid_models import DeidExport, DeidObject, DeidStudy
 
 log = logging.getLogger("bridge.deid")
@@ -198,10 +198,13 @@ class GridGateway:
                        query: Dataset, level: str) -> list[Dataset]:
         keys = _PATIENT_KEYS if level == "PATIENT" else _STUDY_KEYS
         answers: dict[str, Dataset] = {}
+        # The studies' object counts in one grouped query, not one per study.
+        counts = dict(session.execute(
+            select(DeidObject.deid_study_id, func.count()).where(
+                DeidObject.deid_study_id.in_([study.id for study, _ in studies]),
+                DeidObject.status == records.SENT).group_by(DeidObject.deid_study_id)).all())
         for study, identity in studies:
-            count = len(session.execute(select(DeidObject.id).where(
-                DeidObject.deid_study_id == study.id,
-                DeidObject.status == records.SENT)).all())
+            count = int(counts.get(study.id, 0))
             group = identity.get("PatientID", "") if level == "PATIENT" else study.pseudo_study_uid
             answer = answers.get(group)
             if answer is None:
@@ -274,10 +277,13 @@ class GridGateway:
         outbound = open_outbound(self.destination, self.settings)
         restored = 0
         try:
-            for obj in objects:
-                data = self._fetch_one(outbound, master, obj)
-                restored += data is not None
-                yield data
+            # One key ring for the retrieve: each export's key is unwrapped once.
+            with read_session(self.sessions) as session:
+                ring = records.KeyRing(session, master)
+                for obj in objects:
+                    data = self._fetch_one(session, ring, outbound, obj)
+                    restored += data is not None
+                    yield data
         finally:
             outbound.close()
             with self.sessions() as session, session.begin():
@@ -286,21 +292,16 @@ class GridGateway:
                              outcome="success" if restored == len(objects) else "failure",
                              details={"asked": len(objects), "restored": restored})
 
-    def _fetch_one(self, outbound: Outbound, master: MasterKey, obj: GridObject) -> bytes | None:
-        with self.sessions() as session:
-            row = session.get(DeidObject, obj.row_id)
-            if row is None:
-                return None
-            ring = records.KeyRing(session, master)
-            record = ring.record(row)
-            study = session.get(DeidStudy, row.deid_study_id)
-            assert study is not None
-            pseudo: dict[str, Any] = {"study": study.pseudo_study_uid,
-                                      "series": row.pseudo_series_uid or "",
-                                      "instance": row.pseudo_sop_uid or ""}
-            location, sop_class = row.location, row.sop_class_uid or ""
+    @staticmethod
+    def _fetch_one(session: Session, ring: records.KeyRing, outbound: Outbound,
+                   obj: GridObject) -> bytes | None:
+        row = session.get(DeidObject, obj.row_id)
+        study = session.get(DeidStudy, row.deid_study_id) if row and row.deid_study_id else None
+        if row is None or study is None:
+            return None
+        record = ring.record(row)
         try:
-            raw = outbound.fetch(location, sop_class=sop_class, **pseudo)
+            raw = fetch_object(outbound, row, study.pseudo_study_uid)
         except BridgeError as exc:
             log.warning("grid object %s not fetched: %s", obj.row_id, exc.message)
             return None

@@ -28,6 +28,7 @@ from bridge.storage.blobs.factory import open_store
 from bridge.storage.blobs.file_store import FileBlobStore
 from bridge.storage.blobs.protocol import BlobStore, BlobStoreError, StoreUnavailable
 from bridge.storage.durable import fsync_dir
+from bridge.store.deid_models import DeidObject
 
 
 class Outgoing(Protocol):
@@ -132,3 +133,10 @@ def open_outbound(destination: DeidDestination, settings: Settings) -> Outbound:
         return DicomOutbound(DicomScu(ae_title=settings.ae_title, host=peer.host,
                                       port=peer.port, peer_ae=peer.ae_title))
     return DicomWebOutbound(DicomWebClient(destination.url))
+
+
+def fetch_object(outbound: Outbound, row: DeidObject, pseudo_study_uid: str) -> bytes:
+    """One sent object back from its destination, by where it was put and its pseudonyms."""
+    return outbound.fetch(row.location, study=pseudo_study_uid,
+                          series=row.pseudo_series_uid or "", instance=row.pseudo_sop_uid or "",
+                          sop_class=row.sop_class_uid or "")

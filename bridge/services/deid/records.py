@@ -170,20 +170,19 @@ class Rotated:
 def rotate(session: Session, old: MasterKey, new: MasterKey) -> Rotated:
     """Re-wrap every key wrapped by ``old`` with ``new``, in the caller's transaction; a row
     ``old`` does not open stops it all (nothing is half rotated)."""
-    destinations = exports = 0
-    for dest in _rows(session, DeidDestinationKey, old.kid):
-        purpose = _secret_purpose(dest.name)
-        dest.wrapped_secret = new.wrap(old.unwrap(dest.wrapped_secret, purpose, dest.key_id),
-                                       purpose)
-        dest.key_id = new.kid
-        destinations += 1
-    for export in _rows(session, DeidExport, old.kid):
-        purpose = _export_purpose(export.id)
-        export.wrapped_key = new.wrap(old.unwrap(export.wrapped_key, purpose, export.key_id),
-                                      purpose)
-        export.key_id = new.kid
-        exports += 1
-    return Rotated(destinations=destinations, exports=exports)
+    counts = []
+    for model, column, purpose_of in (
+            (DeidDestinationKey, "wrapped_secret", lambda row: _secret_purpose(row.name)),
+            (DeidExport, "wrapped_key", lambda row: _export_purpose(row.id))):
+        count = 0
+        for row in _rows(session, model, old.kid):
+            purpose = purpose_of(row)
+            plain = old.unwrap(getattr(row, column), purpose, row.key_id)
+            setattr(row, column, new.wrap(plain, purpose))
+            row.key_id = new.kid
+            count += 1
+        counts.append(count)
+    return Rotated(destinations=counts[0], exports=counts[1])
 
 
 def _rows(session: Session, model: Any, kid: str) -> Iterator[Any]:

@@ -23,7 +23,7 @@ from bridge.services.archive.store import ArchiveStore
 from bridge.services.deid import records
 from bridge.services.deid.exports import destination_of
 from bridge.services.deid.keys import KeyProblem, master_key
-from bridge.services.deid.outbound import open_outbound
+from bridge.services.deid.outbound import fetch_object, open_outbound
 from bridge.services.deid.restore import Restorer
 from bridge.store.deid_models import DeidObject, DeidStudy
 
@@ -109,10 +109,7 @@ def fetch_back(settings: Settings, sessions: sessionmaker[Session], archive: Arc
                 continue  # exported twice: one copy is enough
             seen.add(row.pseudo_sop_uid or "")
             try:
-                data = outbound.fetch(row.location, study=study.pseudo_study_uid,
-                                      series=row.pseudo_series_uid or "",
-                                      instance=row.pseudo_sop_uid or "",
-                                      sop_class=row.sop_class_uid or "")
+                data = fetch_object(outbound, row, study.pseudo_study_uid)
                 restored = restorer.restore(data, actor=actor, source=f"fetch:{target.name}",
                                             master=master)
                 archive.accept_bytes(restored.data, source="deid-return")
