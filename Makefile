@@ -48,6 +48,7 @@ bench: $(STAMP) peers
 	$(BIN)/python bench/access_filter.py
 	$(BIN)/python bench/access_filter.py --postgres
 	$(BIN)/python bench/deid.py
+	$(BIN)/python bench/rendered.py
 
 lock:
 	rm -rf /tmp/bridge-lock && $(PYTHON) -m venv /tmp/bridge-lock

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The tests' real peers from Debian: DCMTK tools, Orthanc and its DICOMweb plugin.
+# The tests' real peers from Debian: DCMTK tools, Orthanc and its DICOMweb plugin, and
+# headless Chromium with its chromedriver for the web console's browser tests.
 # Installs only what is missing, and only where apt can (root, or passwordless sudo);
 # otherwise says what is missing: those tests skip, or fail when BRIDGE_REQUIRE_PEERS=1.
 set -u
@@ -7,6 +8,9 @@ missing=()
 command -v findscu >/dev/null 2>&1 || missing+=(dcmtk)
 { command -v Orthanc >/dev/null 2>&1 || [ -x /usr/sbin/Orthanc ]; } || missing+=(orthanc)
 ls /usr/share/orthanc/plugins/libOrthancDicomWeb.so* >/dev/null 2>&1 || missing+=(orthanc-dicomweb)
+# Debian's own browser: Selenium must never fetch one (tests/browser_harness.py).
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

@@ -236,6 +236,14 @@ class Settings(BaseSettings):
     deid_incoming_dir: Path | None = None
     deid_max_attempts: int = Field(default=10, ge=1, le=1000)
 
+    # The web console and the MIS's viewer links (block owned by the console and links)
+    #: Signs viewer links and the console's CSRF tokens (hex or any text of 32+ characters).
+    #: Empty: a random key kept in ``<data_dir>/console.key`` (several bridges behind one
+    #: balancer must share it: set it then).
+    console_secret: SecretStr = SecretStr("")
+    #: How long a viewer link handed to the MIS opens its study.
+    link_seconds: float = Field(default=900.0, ge=10, le=7 * 86400)
+
     @field_validator("deid_destinations")
     @classmethod
     def _deid_destinations(cls, value: tuple[DeidDestination, ...]

@@ -32,6 +32,8 @@ from tests.referral_harness import Clinics, log_in_everyone, make_directory
 pytestmark = pytest.mark.integration
 OPEN, CLINICIAN, SYSTEM = "open", "clinician", "system"
 
+_INSTANCE = "/dicomweb/studies/{study}/series/{series}/instances/{instance}"
+
 ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/health"): OPEN,
     ("GET", "/fhir/metadata"): OPEN,
@@ -56,6 +58,8 @@ ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/api/jobs/{job_id}"): SYSTEM,
     ("POST", "/api/jobs/{job_id}/requeue"): SYSTEM,
     ("GET", "/api/peers"): SYSTEM,
+    ("GET", "/api/activity"): SYSTEM,
+    ("GET", "/api/links"): SYSTEM,
     ("GET", "/api/storage"): SYSTEM,
     ("GET", "/api/storage/history"): SYSTEM,
     ("GET", "/api/storage/deletions"): SYSTEM,
@@ -98,6 +102,14 @@ ACCESS: dict[tuple[str, str], str] = {
         CLINICIAN,
     ("GET", "/dicomweb/studies/{study}/series/{series}/instances/{instance}/bulk/{tag}"):
         CLINICIAN,
+    ("GET", "/dicomweb/studies/{study}/rendered"): CLINICIAN,
+    ("GET", "/dicomweb/studies/{study}/series/{series}/rendered"): CLINICIAN,
+    ("GET", "/dicomweb/studies/{study}/thumbnail"): CLINICIAN,
+    ("GET", "/dicomweb/studies/{study}/series/{series}/thumbnail"): CLINICIAN,
+    ("GET", _INSTANCE + "/rendered"): CLINICIAN,
+    ("GET", _INSTANCE + "/frames/{frames}/rendered"): CLINICIAN,
+    ("GET", _INSTANCE + "/thumbnail"): CLINICIAN,
+    ("GET", _INSTANCE + "/frames/{frame}/thumbnail"): CLINICIAN,
     ("POST", "/fhir"): SYSTEM,
     ("POST", "/fhir/$notify"): SYSTEM,
     ("PUT", "/fhir/$notify/{resource_type}/{resource_id}"): SYSTEM,
@@ -149,6 +161,7 @@ def served(app: FastAPI, session_factory: sessionmaker[Session], settings: Setti
         values = {
             "study": study.study_instance_uid, "series": study.series[0].series_instance_uid,
             "instance": study.series[0].instances[0].sop_instance_uid, "tag": "7fe00010",
+            "frames": "1", "frame": "1",
             "resource_type": "ImagingStudy", "resource_id": str(study.pk),
             "referral_id": str(referral.id), "task_id": str(referral.id),
             "order_id": "1", "message_id": "1", "job_id": "1",

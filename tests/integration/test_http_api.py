@@ -455,6 +455,7 @@ def test_openapi_lists_endpoints_and_bearer_scheme(api: Api) -> None:
         "type": "http", "scheme": "bearer",
         "description": spec["components"]["securitySchemes"]["bearer"]["description"],
     }
+    instance = "/dicomweb/studies/{study}/series/{series}/instances/{instance}"
     expected: dict[str, set[str]] = {
         "/health": {"get"},
         "/metrics": {"get"},
@@ -474,6 +475,8 @@ def test_openapi_lists_endpoints_and_bearer_scheme(api: Api) -> None:
         "/api/jobs/{job_id}": {"get"},
         "/api/jobs/{job_id}/requeue": {"post"},
         "/api/peers": {"get"},
+        "/api/activity": {"get"},
+        "/api/links": {"get"},
         "/api/login": {"post"},
         "/api/logout": {"post"},
         "/api/users": {"get", "post"},
@@ -525,6 +528,14 @@ def test_openapi_lists_endpoints_and_bearer_scheme(api: Api) -> None:
         "/dicomweb/studies/{study}/series/{series}/instances/{instance}": {"get"},
         "/dicomweb/studies/{study}/series/{series}/instances/{instance}/metadata": {"get"},
         "/dicomweb/studies/{study}/series/{series}/instances/{instance}/bulk/{tag}": {"get"},
+        "/dicomweb/studies/{study}/rendered": {"get"},
+        "/dicomweb/studies/{study}/series/{series}/rendered": {"get"},
+        f"{instance}/rendered": {"get"},
+        f"{instance}/frames/{{frames}}/rendered": {"get"},
+        "/dicomweb/studies/{study}/thumbnail": {"get"},
+        "/dicomweb/studies/{study}/series/{series}/thumbnail": {"get"},
+        f"{instance}/thumbnail": {"get"},
+        f"{instance}/frames/{{frame}}/thumbnail": {"get"},
         "/fhir": {"post"},
         "/fhir/metadata": {"get"},
         "/fhir/$notify": {"post"},

@@ -27,12 +27,24 @@ def patient_data_reader(minimum: str) -> Callable[[Request, Principal], Principa
     """A dependency: clinicians (filtered) or callers at ``minimum`` level or above."""
 
     def dependency(request: Request, principal: CurrentPrincipal) -> Principal:
-        if not (principal.is_clinician or role_allows(principal.level, minimum)):
+        if principal.kind == "link":
+            _check_link_scope(request, principal)
+        elif not (principal.is_clinician or role_allows(principal.level, minimum)):
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"this needs the {minimum} role")
         request.state.principal = principal
         return principal
 
     return dependency
+
+
+def _check_link_scope(request: Request, principal: Principal) -> None:
+    """A viewer link reads the resources of its own study (``/dicomweb/studies/{uid}/...``)
+    and nothing else: no search across studies, no other study, nothing written."""
+    study = f"/dicomweb/studies/{principal.study_scope}"
+    path = request.url.path
+    if request.method != "GET" or not (path == study or path.startswith(study + "/")):
+        raise HTTPException(status.HTTP_403_FORBIDDEN,
+                            "a viewer link opens its own study and nothing else")
 
 
 #: Viewer-level routes that clinicians may use too (filtered to their patients).

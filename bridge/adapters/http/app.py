@@ -20,6 +20,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.status import HTTP_422_UNPROCESSABLE_CONTENT
 
 from bridge.adapters.http.api import (
+    activity as routes_activity,
+)
+from bridge.adapters.http.api import (
     deid as routes_deid,
 )
 from bridge.adapters.http.api import (
@@ -27,6 +30,9 @@ from bridge.adapters.http.api import (
 )
 from bridge.adapters.http.api import (
     jobs as routes_jobs,
+)
+from bridge.adapters.http.api import (
+    links as routes_links,
 )
 from bridge.adapters.http.api import (
     messages as routes_messages,
@@ -52,6 +58,8 @@ from bridge.adapters.http.api import (
 from bridge.adapters.http.api import (
     worklist as routes_worklist,
 )
+from bridge.adapters.http.console.headers import ConsoleHeaders
+from bridge.adapters.http.console.pages import mount_console
 from bridge.adapters.http.deps import AppContext, Reprocess
 from bridge.adapters.http.dicomweb import routes as routes_dicomweb
 from bridge.adapters.http.fhir import audit as routes_fhir_audit
@@ -118,7 +126,7 @@ def create_app(
     set_chain_key(settings.audit_hmac_key.get_secret_value().encode("utf-8") or None)
     for module in (routes_health, routes_messages, routes_worklist, routes_metrics,
                    routes_reconciliation, routes_jobs, routes_peers, routes_storage, routes_people,
-                   routes_referrals, routes_deid,
+                   routes_referrals, routes_deid, routes_links, routes_activity,
                    routes_dicomweb):
         app.include_router(module.router)
     # Before the FHIR REST routes: ``POST /fhir/{type}`` would take ``$notify`` for a type.
@@ -126,11 +134,13 @@ def create_app(
     app.include_router(routes_fhir_workflow.router)  # before the generic routes
     app.include_router(routes_fhir_audit.router)
     app.include_router(routes_fhir.router)
+    mount_console(app)
     app.add_exception_handler(BridgeError, _bridge_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     # Added last = outermost: metrics also count the 500s the error middleware writes.
     app.add_middleware(UnexpectedErrorMiddleware)
+    app.add_middleware(ConsoleHeaders)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 

@@ -9,21 +9,25 @@ system with an API token or a clinician logged in.
 
 from __future__ import annotations
 
+import hmac
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Protocol
+from typing import Annotated, Final, Protocol
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.config.settings import Settings
+from bridge.mapping.links.signing import LINK_PREFIX, LinkProblem, check_link, csrf_token
 from bridge.services.archive.stability import StudyHook
 from bridge.services.archive.store import ArchiveStore
 from bridge.services.auth.oidc import OidcVerifier, looks_like_jwt
-from bridge.services.auth.principal import Principal, token_principal
+from bridge.services.auth.principal import Principal, link_principal, token_principal
 from bridge.services.auth.tokens import authenticate, role_allows
 from bridge.services.auth.users import SESSION_PREFIX, authenticate_session
+from bridge.services.links.secret import console_secret
 from bridge.services.worklist.orders import OrderPolicy
 from bridge.storage.ops import StorageOps
 from bridge.store.db import read_session
@@ -90,7 +94,8 @@ _bearer = HTTPBearer(
     scheme_name="bearer",
     description="An API token for systems (`brg_...`, shown once when it is created), a "
     "clinician's login (`brs_...`, from `POST /api/login`) or, when OIDC is configured, a "
-    "JWT from the hospital's identity provider.",
+    "JWT from the hospital's identity provider. A viewer link's token (`brl_...`, from "
+    "`GET /api/links`) reads its one study's DICOMweb resources and nothing else.",
 )
 
 
@@ -100,14 +105,30 @@ def _unauthorized(detail: str, error: str = "") -> HTTPException:
                          headers={"WWW-Authenticate": challenge})
 
 
+#: The console's cookies: the login (HttpOnly) and its CSRF token (readable by the page's
+#: script, sent back in :data:`CSRF_HEADER` on every request that changes something).
+SESSION_COOKIE: Final = "bridge_session"
+CSRF_COOKIE: Final = "bridge_csrf"
+CSRF_HEADER: Final = "X-CSRF-Token"
+_SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 def get_principal(
+    request: Request,
     context: ContextDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """Who calls, from whichever credential they present; 401 when none holds."""
-    if credentials is None:
-        raise _unauthorized("missing bearer token")
-    presented = credentials.credentials
+    """Who calls, from whichever credential they present (a bearer token, else the console's
+    login cookie); 401 when none holds."""
+    if credentials is not None:
+        presented = credentials.credentials
+    else:
+        presented = request.cookies.get(SESSION_COOKIE, "")
+        if not presented:
+            raise _unauthorized("missing bearer token")
+        _check_csrf(request, context, presented)
+    if presented.startswith(LINK_PREFIX):
+        return _link_principal(context, presented)
     # Its own read-only session: on SQLite the request's session would otherwise take the
     # write lock for the whole request (a long WADO download would stall every C-STORE).
     with read_session(context.session_factory) as session:
@@ -123,6 +144,24 @@ def get_principal(
     if principal is None:
         raise _unauthorized("invalid, expired or revoked credentials", "invalid_token")
     return principal
+
+
+def _check_csrf(request: Request, context: AppContext, session_token: str) -> None:
+    """A cookie goes with every request the browser makes, a forged one from another site
+    too: what changes something must also carry the token only our own pages can read."""
+    if request.method in _SAFE_METHODS:
+        return
+    expected = csrf_token(console_secret(context.settings), session_token)
+    if not hmac.compare_digest(request.headers.get(CSRF_HEADER, ""), expected):
+        raise HTTPException(status.HTTP_403_FORBIDDEN,
+                            "missing or wrong CSRF token: reload the console page")
+
+
+def _link_principal(context: AppContext, token: str) -> Principal:
+    claim = check_link(console_secret(context.settings), token, time.time())
+    if isinstance(claim, LinkProblem):
+        raise _unauthorized(claim.message, "invalid_token")
+    return link_principal(claim.study_uid)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

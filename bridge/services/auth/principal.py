@@ -20,7 +20,7 @@ LEVEL_OF_USER_ROLE: Final = {
 class Principal:
     """Who calls: ``kind`` says how they proved it, ``level`` what the routes let through."""
 
-    kind: Literal["token", "user"]
+    kind: Literal["token", "user", "link"]
     id: int
     #: The token's name or the user's username (for logs at debug level and the console).
     name: str
@@ -28,6 +28,8 @@ class Principal:
     role: str
     level: str
     organization_id: int | None = None
+    #: A viewer link's study (``kind == "link"``): it reads that study and nothing else.
+    study_scope: str | None = None
 
     @property
     def is_clinician(self) -> bool:
@@ -43,6 +45,8 @@ class Principal:
         """Who did it, for the audit trail: an identifier, never a person's name."""
         if self.kind == "user":
             return f"Practitioner/{self.id}"
+        if self.kind == "link":
+            return "viewer link"
         return self.name or f"token {self.id}"
 
     @property
@@ -58,3 +62,9 @@ def user_principal(user_id: int, username: str, role: str,
                    organization_id: int | None) -> Principal:
     return Principal(kind="user", id=user_id, name=username, role=role,
                      level=LEVEL_OF_USER_ROLE.get(role, ""), organization_id=organization_id)
+
+
+def link_principal(study_uid: str) -> Principal:
+    """The holder of a viewer link: no level, so every route but its study's reads refuses."""
+    return Principal(kind="link", id=0, name="viewer link", role="link", level="link",
+                     study_scope=study_uid)

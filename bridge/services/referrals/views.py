@@ -20,6 +20,7 @@ from bridge.mapping.fhir.search import date_bounds
 from bridge.mapping.referrals import fhir as rf
 from bridge.mapping.referrals import workflow as wf
 from bridge.services.auth.principal import Principal
+from bridge.store.archive_models import Study
 from bridge.store.people_models import Organization, User
 from bridge.store.referral_models import (
     DiagnosticReport,
@@ -98,6 +99,16 @@ def referral_views(session: Session, referrals: Sequence[Referral]) -> list[rf.R
         study_ids=tuple(children["studies"].get(r.id, ())),
         report_ids=tuple(children["reports"].get(r.id, ())),
         document_ids=tuple(children["docs"].get(r.id, ()))) for r in referrals]
+
+
+def study_uids(session: Session, views: Sequence[rf.ReferralView]) -> dict[int, str]:
+    """The StudyInstanceUIDs of the studies the referrals carry (study id → UID), in one
+    query: what the console opens in its viewer."""
+    ids = sorted({sid for view in views for sid in view.study_ids})
+    if not ids:
+        return {}
+    return {int(pk): uid for pk, uid in session.execute(
+        select(Study.id, Study.study_instance_uid).where(Study.id.in_(ids)))}
 
 
 def report_view(report: DiagnosticReport) -> rf.ReportView:

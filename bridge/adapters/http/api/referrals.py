@@ -80,6 +80,8 @@ class ReferralOut(BaseModel):
     status: str
     order_id: int | None
     task: dict[str, Any]
+    #: StudyInstanceUIDs of the studies it carries (``task.input`` names their ImagingStudy).
+    studies: list[str] = Field(default_factory=list)
 
 
 class ShareIn(BaseModel):
@@ -102,10 +104,11 @@ class ShareOut(BaseModel):
 
 
 def _out(session: SessionDep, context: ContextDep, referral: Any) -> ReferralOut:
-    task = rf.task_resource(views.referral_view(session, referral),
-                            context.settings.fhir_version)
+    view = views.referral_view(session, referral)
+    uids = views.study_uids(session, [view])
     return ReferralOut(id=referral.id, status=referral.status, order_id=referral.order_id,
-                       task=task)
+                       task=rf.task_resource(view, context.settings.fhir_version),
+                       studies=[uids[sid] for sid in view.study_ids if sid in uids])
 
 
 @router.post("/referrals", response_model=ReferralOut, status_code=status.HTTP_201_CREATED,
@@ -134,9 +137,12 @@ def referral_queue(principal: Caller, session: SessionDep, context: ContextDep,
     wanted = tuple(s for s in (status_ or "").split(",") if s)
     found = views.referral_queue(session, principal, status=wanted, limit=limit)
     version = context.settings.fhir_version
+    page = views.referral_views(session, found)
+    uids = views.study_uids(session, page)
     return [ReferralOut(id=r.id, status=r.status, order_id=r.order_id,
-                        task=rf.task_resource(view, version))
-            for r, view in zip(found, views.referral_views(session, found), strict=True)]
+                        task=rf.task_resource(view, version),
+                        studies=[uids[sid] for sid in view.study_ids if sid in uids])
+            for r, view in zip(found, page, strict=True)]
 
 
 @router.get("/referrals/{referral_id}", response_model=ReferralOut, responses=_ERRORS)

@@ -1,4 +1,6 @@
-"""What the DICOMweb routes share: media types and content negotiation, UID checks, URLs.
+"""What the DICOMweb routes share: media types and content negotiation, UID checks, URLs, and
+the lookup of the stored instances a resource names (the clinician's filter, the audit
+record, the checked local copies) that WADO-RS and the rendered resources both use.
 
 Content negotiation follows PS3.18 8.7: a retrieve answers ``multipart/related;
 type="application/dicom"`` in the transfer syntax the ``Accept`` header names, Explicit VR
@@ -9,14 +11,24 @@ the same), or the stored syntax for ``transfer-syntax=*``. Searches and metadata
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from fastapi import HTTPException, Request, status
 from pydicom.uid import ExplicitVRLittleEndian
 
-from bridge.errors import Rejected
+from bridge.adapters.http.access import audit_read, viewer_of
+from bridge.adapters.http.deps import AppContext
+from bridge.errors import BridgeError, NotFound, Rejected, Transient
+from bridge.mapping.dicom.patch import SubjectValues
+from bridge.mapping.dicom.qr_query import Level, RetrieveKeys
+from bridge.services.archive.query import StoredInstance, instances_for_retrieve
+from bridge.services.egress.objects import load_subjects
+from bridge.storage.reader import LongtermUnreachable, reader_for
+from bridge.store.db import read_session
 
 DICOM = "application/dicom"
 DICOM_JSON = "application/dicom+json"
@@ -27,6 +39,7 @@ ANY_SYNTAX = "*"
 DEFAULT_SYNTAX = str(ExplicitVRLittleEndian)
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+log = logging.getLogger("bridge.http")
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,3 +184,61 @@ def _split(text: str, separator: str) -> list[str]:
         current.append(char)
     parts.append("".join(current))
     return [p for p in parts if p.strip()]
+
+
+# --- the stored instances a resource names --------------------------------------------------
+
+
+def study_keys(study: str) -> RetrieveKeys:
+    return RetrieveKeys(Level.STUDY, study_uids=(check_uid(study, "study"),))
+
+
+def series_keys(study: str, series: str) -> RetrieveKeys:
+    return RetrieveKeys(Level.SERIES, study_uids=(check_uid(study, "study"),),
+                        series_uids=(check_uid(series, "series"),))
+
+
+def instance_keys(study: str, series: str, instance: str) -> RetrieveKeys:
+    return RetrieveKeys(Level.IMAGE, study_uids=(check_uid(study, "study"),),
+                        series_uids=(check_uid(series, "series"),),
+                        sop_instance_uids=(check_uid(instance, "instance"),))
+
+
+def find_stored(keys: RetrieveKeys, context: AppContext, request: Request, *,
+                subjects: bool = True, details: Mapping[str, object] | None = None,
+                ) -> tuple[list[StoredInstance], dict[int, SubjectValues | None]]:
+    """The stored instances ``keys`` name that the caller may see (a clinician only their
+    studies: others are absent), with the MIS values of their studies unless ``subjects`` is
+    False (answers without a header need none); 404 when none. The read is audited before
+    anything is answered."""
+    keys = replace(keys, viewer=viewer_of(request))
+    with read_session(context.session_factory) as session:
+        instances = instances_for_retrieve(session, keys)
+        loaded = load_subjects(session, {i.study_pk for i in instances}) if subjects else {}
+    if not instances:
+        level = {Level.STUDY: "study", Level.SERIES: "series"}.get(keys.level, "instance")
+        raise NotFound(f"no such {level} in the archive", location=level)
+    audit_read(context, request, action="retrieve", entity="study",
+               entity_id=",".join(keys.study_uids),
+               details={"level": keys.level.value, "instances": len(instances),
+                        **(details or {})})
+    return instances, loaded
+
+
+def local_copies(context: AppContext, instances: Sequence[StoredInstance], *,
+                 verify_online: bool = True) -> list[Path]:
+    """Each instance's checked local copy (the online file, or fetched from the long-term
+    tier); 500 when no intact copy is left, 503 when only the unreachable long-term store has
+    it (faults that must not surface as a truncated multipart body)."""
+    reader = reader_for(context.settings, context.session_factory)
+    try:
+        if len(instances) == 1:  # one frame's request: no hop through the fetch pool
+            return [reader.local_path(instances[0], verify_online=verify_online)]
+        return reader.all_local_paths(instances, verify_online=verify_online)
+    except LongtermUnreachable:
+        raise Transient("the requested objects are in long-term storage, which cannot be "
+                        "reached now; try again later") from None
+    except OSError as exc:  # NoIntactCopy, an unreadable file
+        log.error("DICOMweb: no intact copy of a requested object (%s)", type(exc).__name__)
+        raise BridgeError("a stored file of the requested objects is missing from the "
+                          "archive") from None

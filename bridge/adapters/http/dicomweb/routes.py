@@ -12,6 +12,9 @@ C-MOVE; what arrives goes through the same checks, reconciliation and index as a
   (``multipart/related; type="application/dicom"``), ``.../metadata`` (DICOM JSON) and
   ``.../instances/{instance}/bulk/{tag}``.
 - :mod:`.dicomweb_stow`: ``POST /studies`` and ``POST /studies/{study}``.
+- :mod:`.dicomweb_rendered`: ``GET .../rendered`` and ``.../thumbnail`` of a study, series,
+  instance or frame(s): JPEG or PNG images (PS3.18 rendered resources), with the access and
+  audit of WADO-RS.
 
 Errors have the API's shape (``{"error", "detail", "location"}``): 400 for a bad parameter
 or body, 404 for unknown UIDs, 406 when the ``Accept`` header asks for what we cannot send,
@@ -25,6 +28,9 @@ from fastapi import APIRouter, Depends
 from bridge.adapters.http.access import patient_data_reader
 from bridge.adapters.http.dicomweb import (
     qido as dicomweb_qido,
+)
+from bridge.adapters.http.dicomweb import (
+    rendered as dicomweb_rendered,
 )
 from bridge.adapters.http.dicomweb import (
     stow as dicomweb_stow,
@@ -43,3 +49,4 @@ router = APIRouter(
 router.include_router(dicomweb_qido.router)
 router.include_router(dicomweb_wado.router)
 router.include_router(dicomweb_stow.router)
+router.include_router(dicomweb_rendered.router)

@@ -19,14 +19,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from pydicom.uid import ExplicitVRBigEndian
 
-from bridge.adapters.http.access import audit_read, viewer_of
 from bridge.adapters.http.deps import ContextDep
 from bridge.adapters.http.dicomweb.common import (
     ANY_SYNTAX,
@@ -35,21 +34,25 @@ from bridge.adapters.http.dicomweb.common import (
     DICOM_JSON,
     MULTIPART_RELATED,
     OCTET_STREAM,
-    check_uid,
+    find_stored,
+    instance_keys,
     instance_url,
+    local_copies,
     not_acceptable,
     require_json_accepted,
     require_octet_stream_accepted,
+    series_keys,
     studies_url,
+    study_keys,
     wanted_dicom_syntaxes,
 )
 from bridge.adapters.http.dicomweb.multipart import PART_END, closing, new_boundary, part_head
-from bridge.errors import BridgeError, NotFound, Transient
+from bridge.errors import NotFound
 from bridge.mapping.dicom.json_model import BULK_DATA_VRS, dataset_json, is_pixel_tag, tag_key
 from bridge.mapping.dicom.patch import SubjectValues
-from bridge.mapping.dicom.qr_query import Level, RetrieveKeys
-from bridge.services.archive.query import StoredInstance, instances_for_retrieve
-from bridge.services.egress.objects import egress_stream, load_subjects
+from bridge.mapping.dicom.qr_query import RetrieveKeys
+from bridge.services.archive.query import StoredInstance
+from bridge.services.egress.objects import egress_stream
 from bridge.services.egress.parts import (
     CONVERTIBLE_TO_DEFAULT,
     bulk_value_stream,
@@ -57,8 +60,6 @@ from bridge.services.egress.parts import (
     transcoded_object,
 )
 from bridge.services.egress.transcode import can_decompress
-from bridge.storage.reader import LongtermUnreachable, reader_for
-from bridge.store.db import read_session
 
 log = logging.getLogger("bridge.http")
 router = APIRouter()
@@ -81,19 +82,19 @@ class _Planned:
 
 @router.get("/studies/{study}", name="dicomweb_retrieve_study")
 def retrieve_study(study: str, request: Request, context: ContextDep) -> StreamingResponse:
-    return _retrieve(_study_keys(study), request, context)
+    return _retrieve(study_keys(study), request, context)
 
 
 @router.get("/studies/{study}/series/{series}", name="dicomweb_retrieve_series")
 def retrieve_series(study: str, series: str, request: Request,
                     context: ContextDep) -> StreamingResponse:
-    return _retrieve(_series_keys(study, series), request, context)
+    return _retrieve(series_keys(study, series), request, context)
 
 
 @router.get(_INSTANCE_PATH, name="dicomweb_retrieve_instance")
 def retrieve_instance(study: str, series: str, instance: str, request: Request,
                       context: ContextDep) -> StreamingResponse:
-    return _retrieve(_instance_keys(study, series, instance), request, context)
+    return _retrieve(instance_keys(study, series, instance), request, context)
 
 
 def _retrieve(keys: RetrieveKeys, request: Request, context: ContextDep) -> StreamingResponse:
@@ -144,19 +145,19 @@ def _objects(root: Path, planned: Sequence[_Planned], boundary: str) -> Iterator
 
 @router.get("/studies/{study}/metadata", name="dicomweb_study_metadata")
 def study_metadata(study: str, request: Request, context: ContextDep) -> StreamingResponse:
-    return _metadata(_study_keys(study), request, context)
+    return _metadata(study_keys(study), request, context)
 
 
 @router.get("/studies/{study}/series/{series}/metadata", name="dicomweb_series_metadata")
 def series_metadata(study: str, series: str, request: Request,
                     context: ContextDep) -> StreamingResponse:
-    return _metadata(_series_keys(study, series), request, context)
+    return _metadata(series_keys(study, series), request, context)
 
 
 @router.get(_INSTANCE_PATH + "/metadata", name="dicomweb_instance_metadata")
 def instance_metadata(study: str, series: str, instance: str, request: Request,
                       context: ContextDep) -> StreamingResponse:
-    return _metadata(_instance_keys(study, series, instance), request, context)
+    return _metadata(instance_keys(study, series, instance), request, context)
 
 
 def _metadata(keys: RetrieveKeys, request: Request, context: ContextDep) -> StreamingResponse:
@@ -201,7 +202,7 @@ def bulk_data(study: str, series: str, instance: str, tag: str, request: Request
         wanted_tag = -1
     if wanted_tag < 0:
         raise NotFound("no such bulk data", location="tag")
-    found, subjects, paths = _found(_instance_keys(study, series, instance), context,
+    found, subjects, paths = _found(instance_keys(study, series, instance), context,
                                    request)
     stored, local = found[0], paths[0]
     subject = subjects.get(stored.study_pk)
@@ -240,47 +241,11 @@ def _bulk_uri(instance: str) -> Callable[[int], str]:
     return lambda tag: f"{instance}/bulk/{tag:08x}"
 
 
-def _study_keys(study: str) -> RetrieveKeys:
-    return RetrieveKeys(Level.STUDY, study_uids=(check_uid(study, "study"),))
-
-
-def _series_keys(study: str, series: str) -> RetrieveKeys:
-    return RetrieveKeys(Level.SERIES, study_uids=(check_uid(study, "study"),),
-                        series_uids=(check_uid(series, "series"),))
-
-
-def _instance_keys(study: str, series: str, instance: str) -> RetrieveKeys:
-    return RetrieveKeys(Level.IMAGE, study_uids=(check_uid(study, "study"),),
-                        series_uids=(check_uid(series, "series"),),
-                        sop_instance_uids=(check_uid(instance, "instance"),))
-
-
 def _found(keys: RetrieveKeys, context: ContextDep, request: Request, *,
            verify_online: bool = True,
            ) -> tuple[list[StoredInstance], dict[int, SubjectValues | None], list[Path]]:
     """The stored instances ``keys`` name, the MIS values of their studies, and each one's
-    checked local copy (the online file, or fetched from the long-term tier), read before
-    anything streams; 404 when none, 500 when no intact copy is left, 503 when only the
-    unreachable long-term store has it (faults that must not surface as a truncated
-    multipart body)."""
-    keys = replace(keys, viewer=viewer_of(request))
-    with read_session(context.session_factory) as session:
-        instances = instances_for_retrieve(session, keys)
-        subjects = load_subjects(session, {i.study_pk for i in instances})
-    if not instances:
-        level = {Level.STUDY: "study", Level.SERIES: "series"}.get(keys.level, "instance")
-        raise NotFound(f"no such {level} in the archive", location=level)
-    audit_read(context, request, action="retrieve", entity="study",
-               entity_id=",".join(keys.study_uids),
-               details={"level": keys.level.value, "instances": len(instances)})
-    reader = reader_for(context.settings, context.session_factory)
-    try:
-        paths = reader.all_local_paths(instances, verify_online=verify_online)
-    except LongtermUnreachable:
-        raise Transient("the requested objects are in long-term storage, which cannot be "
-                        "reached now; try again later") from None
-    except OSError as exc:  # NoIntactCopy, an unreadable file
-        log.error("WADO-RS: no intact copy of a requested object (%s)", type(exc).__name__)
-        raise BridgeError("a stored file of the requested objects is missing from the "
-                          "archive") from None
-    return instances, subjects, paths
+    checked local copy, all read before anything streams (:func:`.common.find_stored`,
+    :func:`.common.local_copies`)."""
+    instances, subjects = find_stored(keys, context, request)
+    return instances, subjects, local_copies(context, instances, verify_online=verify_online)
