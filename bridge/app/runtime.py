@@ -7,9 +7,11 @@ so tests can start the whole bridge in-process on free ports.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from contextlib import suppress
+from functools import partial
 
 import uvicorn
 from prometheus_client import CollectorRegistry
@@ -22,11 +24,12 @@ from bridge.adapters.http.app import create_app
 from bridge.adapters.mllp.server import MLLPServer
 from bridge.app.background import Background
 from bridge.config.settings import Settings
+from bridge.jobs.scheduler import every
 from bridge.mapping.hl7.tables import load_hl7_tables
 from bridge.services.archive.store import ArchiveStore
 from bridge.services.hl7.ingest import HL7Ingest
 from bridge.services.hl7.intake import HL7Intake
-from bridge.store.db import make_engine, make_session_factory
+from bridge.store.db import checkpoint_wal, is_sqlite, make_engine, make_session_factory
 from bridge.store.migrate import upgrade
 
 log = logging.getLogger("bridge")
@@ -35,7 +38,7 @@ log = logging.getLogger("bridge")
 class Bridge:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.engine = make_engine(settings.database_url)
+        self.engine = make_engine(settings.database_url, background_checkpoint=True)
         self.sessions = make_session_factory(self.engine)
         self.tables = load_hl7_tables(settings.mappings_dir)
         self.ingest = HL7Ingest(self.sessions, self.tables, settings)
@@ -48,6 +51,9 @@ class Bridge:
         self.archive = ArchiveStore(settings, self.sessions)
         self.background = Background.build(settings, self.sessions, self.metrics,
                                            archive=self.archive)
+        if is_sqlite(self.engine):  # its WAL checkpoints, off the commits that ACK
+            every(self.background.scheduler, 1.0, partial(checkpoint_wal, self.engine),
+                  "sqlite-checkpoint")
         self.dicom: DicomServer | None = None
         self.http: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
@@ -85,6 +91,10 @@ class Bridge:
                 self._http_task.result()  # re-raise why it could not start
             await asyncio.sleep(0.01)
         self.http_port = self.http.servers[0].sockets[0].getsockname()[1]
+        # What start-up built (modules, tables, the app, pydicom's dictionaries) lives as
+        # long as the process: out of the collector's sight, so that a full collection walks
+        # only what requests made (without it, one took ~150 ms every few seconds of QIDO).
+        gc.freeze()
         log.info("bridge started", extra={"mllp_port": self.mllp_port,
                                           "dicom_port": self.dicom_port,
                                           "http_port": self.http_port, "ae_title": s.ae_title})

@@ -216,6 +216,9 @@ class Settings(BaseSettings):
     #: HMAC key for the audit chain (empty: plain SHA-256; set it so that somebody who can
     #: write to the database cannot rebuild a consistent chain after editing it).
     audit_hmac_key: SecretStr = SecretStr("")
+    #: A stream of frame reads (rendered frames, thumbnails: a viewer scrolling) is one audit
+    #: record per actor, address and study in this many seconds (0: a record per request).
+    audit_coalesce_seconds: float = Field(default=300.0, ge=0, le=86400)
     #: An audit repository for IHE ATNA syslog (``udp://host:514``, ``tls://host:6514``;
     #: empty: none), the CA file that signs its TLS certificate, how often new records go.
     audit_syslog_url: str = ""
@@ -243,6 +246,10 @@ class Settings(BaseSettings):
     console_secret: SecretStr = SecretStr("")
     #: How long a viewer link handed to the MIS opens its study.
     link_seconds: float = Field(default=900.0, ge=10, le=7 * 86400)
+    #: Also put such a link (fresh on each read) in the ImagingStudy the FHIR API serves (a
+    #: contained IHE IID Endpoint) and in the worklist API's orders that have a study. Not
+    #: in ImagingStudies published to another server: a stored link would expire there.
+    resource_viewer_links: bool = False
 
     @field_validator("deid_destinations")
     @classmethod

@@ -60,6 +60,8 @@ ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/api/peers"): SYSTEM,
     ("GET", "/api/activity"): SYSTEM,
     ("GET", "/api/links"): SYSTEM,
+    ("POST", "/api/studies/{study_uid}/forward"): SYSTEM,
+    ("POST", "/api/studies/{study_uid}/delete"): SYSTEM,
     ("GET", "/api/storage"): SYSTEM,
     ("GET", "/api/storage/history"): SYSTEM,
     ("GET", "/api/storage/deletions"): SYSTEM,

@@ -20,14 +20,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.adapters.http.app import create_app
-from bridge.config.settings import Settings
+from bridge.config.settings import DicomPeer, Settings
 from bridge.domain import Identifier, PatientData
 from bridge.mapping.hl7.tables import load_hl7_tables
 from bridge.mapping.links.signing import sign_link
 from bridge.services.hl7.ingest import HL7Ingest
 from bridge.services.links.secret import console_secret
 from bridge.services.patients.mpi import upsert_patient
-from bridge.store.archive_models import Study
+from bridge.store.archive_models import AuditRecord, Job, Study
 from bridge.store.models import HL7Message, Patient
 from tests.archive_factories import ArchivedStudy, SeriesPlan, Source, archive_study
 from tests.browser_harness import (  # noqa: F401 (fixtures)
@@ -36,7 +36,7 @@ from tests.browser_harness import (  # noqa: F401 (fixtures)
     browser_session_fixture,
     format_all,
 )
-from tests.conftest import hl7_fixture
+from tests.conftest import free_port, hl7_fixture
 from tests.http_harness import Api, running_api
 from tests.referral_harness import PASSWORD, log_in_everyone, make_directory
 
@@ -60,6 +60,10 @@ class Console:
 
 @pytest.fixture
 def console(settings: Settings, session_factory: sessionmaker[Session]) -> Iterator[Console]:
+    # A peer to forward to (nothing listens: forwards are only queued here), and a retention
+    # longer than any test study's age, so that deleting one needs the override.
+    settings = settings.model_copy(update={"retention_days": 36500, "dicom_peers": (
+        DicomPeer(ae_title="ARCHIVE", host="127.0.0.1", port=free_port(), role="scp"),)})
     make_directory(session_factory)
     with session_factory.begin() as session:
         pk = upsert_patient(session, PatientData(identifiers=[Identifier("MRN-UI-1")],
@@ -200,6 +204,36 @@ def test_an_operator_assigns_a_queued_study_and_sees_the_audit_record(
             Study.study_instance_uid == console.queued.study_instance_uid)).scalar_one() \
             != "queued"
     assert_clean(browser, "reconciliation-assigned")
+
+
+def test_an_operator_forwards_and_deletes_a_study(browser: Browser, console: Console) -> None:
+    uid = console.ct.study_instance_uid
+    log_in(browser, console, "ops")
+    visit(browser, console, f"studies/{uid}", "#forward-form")
+    browser.click("#forward-form button")
+    browser.wait_for_text("Forward queued", css="#study-detail")
+    with console.api.session_factory() as session:
+        (job,) = session.execute(select(Job).where(Job.queue == "forward")).scalars().all()
+        assert job.payload["destination"] == "ARCHIVE"
+    browser.click("#delete-form button")  # no reason: a clear message, nothing sent
+    browser.wait_for_text("Say why the study is deleted", css="#study-detail")
+    browser.type("#delete-form input[name=reason]", "test study")
+    browser.click("#delete-form button")
+    browser.wait_for_text("under retention until", css="#study-detail")
+    expect_only_refusals(browser, 409)
+    with console.api.session_factory() as session:
+        assert session.execute(select(Study.id).where(
+            Study.study_instance_uid == uid)).first() is not None
+    browser.click("#delete-form input[name=override_retention]")
+    browser.click("#delete-form button")
+    browser.wait_for_text("Study deleted", css="#study-detail")
+    with console.api.session_factory() as session:
+        assert session.execute(select(Study.id).where(
+            Study.study_instance_uid == uid)).first() is None
+        actions = session.execute(select(AuditRecord.action).where(
+            AuditRecord.entity_id == uid)).scalars().all()
+    assert {"forward", "delete"} <= set(actions)
+    browser.screenshot("console-study-deleted")
 
 
 def drawn(browser: Browser) -> int:

@@ -394,3 +394,18 @@ def test_a_clinician_renders_only_their_studies_and_each_read_is_audited(api: Ap
     assert len(records) == 4 and len(by_actor) == 1  # the stranger found nothing to read
     assert {r.details["rendered"] for r in records} == {"image", "thumbnail"}
     assert all(r.details["path"].startswith(STUDIES) for r in records)
+
+
+def test_a_stream_of_frame_reads_is_one_audit_record_per_window(api: Api) -> None:
+    """A viewer scrolling asks for frame after frame: the first read is recorded (before the
+    answer), the rest of the stream within ``audit_coalesce_seconds`` is the same access."""
+    ds = ct(hu_ramp(8, 8))
+    with api.client("integration") as client:
+        stored(client, ds)
+        answers = [client.get(f"{instance_path(ds)}/frames/1/rendered") for _ in range(5)]
+    assert [a.status_code for a in answers] == [200] * 5
+    with api.session_factory() as session:
+        records = session.execute(select(AuditRecord).where(
+            AuditRecord.action == "retrieve",
+            AuditRecord.entity_id == ds.StudyInstanceUID)).scalars().all()
+    assert len(records) == 1 and records[0].details["rendered"] == "image"

@@ -446,3 +446,79 @@ def test_failed_list_and_requeue_through_the_api(
     assert [(a.action, a.entity, a.entity_id) for a in audit] == [
         ("requeue", "job", str(first_job)), ("requeue", "job", str(listed[second.id]["id"]))]
     assert {a.actor for a in audit} == {f"test {routes_jobs.JOBS_ROLE}"}  # the token's name
+
+
+# ----------------------------------------------------------------------------- operator
+
+
+def test_an_operator_forwards_a_study_through_the_api(
+        tmp_path: Path, database_url: str, session_factory: sessionmaker[Session],
+        orthanc: OrthancPeer) -> None:
+    """``POST /api/studies/{uid}/forward``: no rule needed; queued once per peer; refused for
+    an unknown peer, an unknown study and a study still waiting for reconciliation."""
+    settings = make_settings(tmp_path, database_url, {"ORTHANC": orthanc.dicom_port}, ())
+    study = add_study(settings, session_factory)
+    waiting = add_study(settings, session_factory, reconciliation="queued")
+    keys = make_tokens(session_factory)
+    operator = {"Authorization": f"Bearer {keys['integration']}"}
+    app = create_app(settings, session_factory)
+    with serve(app) as url, httpx.Client(base_url=url, headers=operator, timeout=30) as api:
+        path = f"/api/studies/{study.study_uid}/forward"
+        first = api.post(path, json={"destination": "ORTHANC"})
+        again = api.post(path, json={"destination": "ORTHANC"})
+        assert first.status_code == again.status_code == 202, first.text
+        assert first.json() == {"study_instance_uid": study.study_uid,
+                                "destination": "ORTHANC", "job_id": again.json()["job_id"]}
+        unknown_peer = api.post(path, json={"destination": "NOWHERE"})
+        assert unknown_peer.status_code == 400
+        assert unknown_peer.json()["location"] == "destination"
+        assert api.post("/api/studies/1.2.3.4/forward",
+                        json={"destination": "ORTHANC"}).status_code == 404
+        queued = api.post(f"/api/studies/{waiting.study_uid}/forward",
+                          json={"destination": "ORTHANC"})
+        assert queued.status_code == 409 and "assign" in queued.json()["detail"]
+        viewer = {"Authorization": f"Bearer {keys['viewer']}"}
+        assert api.post(path, json={"destination": "ORTHANC"},
+                        headers=viewer).status_code == 403
+    assert [job.payload for job in forward_jobs(session_factory)] == [
+        {"study_id": study.id, "destination": "ORTHANC"}]
+    with forward_worker(settings, session_factory):
+        wait_for(lambda: job_status(session_factory) == "done", "the operator's forward")
+    assert_in_orthanc_with_mis_values(orthanc, study)
+    with session_factory() as session:
+        audit = session.execute(select(AuditRecord).where(
+            AuditRecord.action == "forward")).scalars().all()
+    assert [(a.entity_id, a.details["destination"]) for a in audit] == [
+        (study.study_uid, "ORTHANC")] * 2
+
+
+def test_an_operator_deletes_a_study_under_the_retention_policy(
+        tmp_path: Path, database_url: str, session_factory: sessionmaker[Session]) -> None:
+    """``POST /api/studies/{uid}/delete`` (admin): refused under retention unless overridden;
+    then the rows and files are gone and the audit record names who and why."""
+    settings = make_settings(tmp_path, database_url, {}, ()).model_copy(
+        update={"retention_days": 3650})
+    study = add_study(settings, session_factory)
+    keys = make_tokens(session_factory)
+    app = create_app(settings, session_factory)
+    admin = {"Authorization": f"Bearer {keys['admin']}"}
+    path = f"/api/studies/{study.study_uid}/delete"
+    files = list((settings.archive_root / study.study_uid).iterdir())
+    assert files
+    with serve(app) as url, httpx.Client(base_url=url, headers=admin, timeout=30) as api:
+        integration = {"Authorization": f"Bearer {keys['integration']}"}
+        assert api.post(path, json={"reason": "test"}, headers=integration).status_code == 403
+        assert api.post(path, json={}).status_code == 422  # a reason is required
+        kept = api.post(path, json={"reason": "wrong patient"})
+        assert kept.status_code == 409 and kept.json()["location"] == "override_retention"
+        assert all(f.exists() for f in files)
+        gone = api.post(path, json={"reason": "wrong patient", "override_retention": True})
+        assert gone.status_code == 204, gone.text
+        assert api.post(path, json={"reason": "again"}).status_code == 404
+    assert not any(f.exists() for f in files)
+    with session_factory() as session:
+        assert session.execute(select(Study).where(Study.id == study.id)).first() is None
+        (record,) = session.execute(select(AuditRecord).where(
+            AuditRecord.action == "delete")).scalars().all()
+    assert (record.entity_id, record.details["reason"],
+            record.details["override_retention"]) == (study.study_uid, "wrong patient", True)

@@ -449,8 +449,14 @@ def test_openapi_lists_endpoints_and_bearer_scheme(api: Api) -> None:
     with api.client() as client:
         spec = client.get("/openapi.json").json()
         docs = client.get("/docs")
+        bundle = client.get("/docs/static/swagger-ui-bundle.js")
     assert spec["info"]["title"] == "bridge"
     assert docs.status_code == 200
+    # Swagger UI from the bridge's own files: nothing from a CDN (hospitals run offline).
+    assert "/docs/static/swagger-ui-bundle.js" in docs.text
+    assert "cdn." not in docs.text and "https://" not in docs.text.replace(
+        "https://fastapi.tiangolo.com", "")
+    assert bundle.status_code == 200 and "SwaggerUIBundle" in bundle.text
     assert spec["components"]["securitySchemes"]["bearer"] == {
         "type": "http", "scheme": "bearer",
         "description": spec["components"]["securitySchemes"]["bearer"]["description"],
@@ -477,6 +483,8 @@ def test_openapi_lists_endpoints_and_bearer_scheme(api: Api) -> None:
         "/api/peers": {"get"},
         "/api/activity": {"get"},
         "/api/links": {"get"},
+        "/api/studies/{study_uid}/forward": {"post"},
+        "/api/studies/{study_uid}/delete": {"post"},
         "/api/login": {"post"},
         "/api/logout": {"post"},
         "/api/users": {"get", "post"},

@@ -27,6 +27,7 @@ from bridge.store.models import Patient
 from tests.archive_factories import ArchivedStudy, SeriesPlan, archive_study
 from tests.http_harness import Api, running_api
 from tests.referral_harness import log_in_everyone, make_directory
+from tests.worklist_factories import add_order, add_patient, add_step
 
 pytestmark = pytest.mark.integration
 DICOM_JSON = {"Accept": "application/dicom+json"}
@@ -168,3 +169,37 @@ def test_asking_for_links_and_reading_through_one_are_audited(
     assert (asked[0].patient_ref or "").startswith("Patient/")
     read = [r for r in rows if r.actor == "viewer link"]
     assert read and read[0].action == "search" and read[0].entity_id == newer.study_instance_uid
+
+
+@pytest.mark.parametrize("configured", [True, False])
+def test_imaging_study_and_worklist_carry_a_link_where_configured(
+        settings: Settings, session_factory: sessionmaker[Session], configured: bool) -> None:
+    """With BRIDGE_RESOURCE_VIEWER_LINKS the FHIR ImagingStudy has a contained IHE IID
+    Endpoint and the worklist's order a ``viewer_url``, each opening that study; without it,
+    neither."""
+    settings = settings.model_copy(update={"resource_viewer_links": configured})
+    make_directory(session_factory)
+    with session_factory.begin() as session:
+        patient = add_patient(session, ids=[("MRN-LINK-2", "")])
+        order = add_order(session, patient)
+        add_step(session, order)
+        study = archive_study(session, settings.archive_root, patient=patient, order=order)
+        order_id = order.id
+    app = create_app(settings, session_factory, metrics_registry=CollectorRegistry())
+    with running_api(app, session_factory) as api, api.client("integration") as mis:
+        resource = mis.get(f"/fhir/ImagingStudy/{study.pk}").json()
+        detail = mis.get(f"/api/worklist/{order_id}").json()
+        (item,) = mis.get("/api/worklist", params={"accession": order.accession}).json()
+        if not configured:
+            assert "contained" not in resource and len(resource["endpoint"]) == 1
+            assert detail["viewer_url"] is None and item["order"]["viewer_url"] is None
+            return
+        (contained,) = resource["contained"]
+        assert {"reference": "#viewer"} in resource["endpoint"]
+        urls = [contained["address"], detail["viewer_url"], item["order"]["viewer_url"]]
+        for url in urls:
+            token = urlsplit(url).fragment
+            with httpx.Client(base_url=api.url, timeout=30,
+                              headers={"Authorization": f"Bearer {token}"}) as holder:
+                assert holder.get(f"/dicomweb/studies/{study.study_instance_uid}/series",
+                                  headers=DICOM_JSON).status_code == 200

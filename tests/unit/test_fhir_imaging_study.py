@@ -339,3 +339,20 @@ def test_tokens() -> None:
         "urn:ietf:rfc:3986|http://b:1/dicomweb"
     assert fis.person_display("Doe^John^^Dr=ДОУ^ДЖОН") == "Doe John Dr"
     assert fis.person_display("^^") is None
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_viewer_link_is_a_contained_iid_endpoint(version: str) -> None:
+    url = "https://bridge.example/console/view#brl_abc"
+    resource = build(version, viewer_url=url)
+    parsed = MODELS[version].model_validate(resource)
+    assert [e.reference for e in parsed.endpoint] == ["Endpoint/wado-rs", "#viewer"]
+    (contained,) = resource["contained"]
+    assert (contained["resourceType"], contained["id"], contained["address"]) == (
+        "Endpoint", "viewer", url)
+    coding = contained["connectionType"] if version == "R4" else \
+        contained["connectionType"][0]["coding"][0]
+    assert coding["code"] == "ihe-iid"
+    (EndpointR4 if version == "R4" else EndpointR5).model_validate(contained)
+    fis.validate(resource, version)  # type: ignore[arg-type]
+    assert "contained" not in build(version) and len(build(version)["endpoint"]) == 1

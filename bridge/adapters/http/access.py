@@ -66,13 +66,26 @@ def viewer_of(request: Request) -> int | None:
 
 def audit_read(context: AppContext, request: Request, *, action: str, entity: str,
                entity_id: str, patient_ref: str | None = None,
-               details: Mapping[str, object] | None = None) -> None:
-    """One audit record for a read of patient data, committed before the answer leaves."""
+               details: Mapping[str, object] | None = None, coalesce: bool = False) -> None:
+    """One audit record for a read of patient data, committed before the answer leaves.
+    With ``coalesce`` (a stream of frame reads), only the first read of the actor, from its
+    address, of this entity in the window is recorded (:mod:`.recent_reads`)."""
     principal = getattr(request.state, "principal", None)
     actor = principal.actor if isinstance(principal, Principal) else "anonymous"
     source = request.client.host if request.client else ""
-    with context.session_factory.begin() as session:
-        append_audit(session, actor=actor, action=action, entity=entity,
-                     entity_id=entity_id[:64], patient_ref=patient_ref,
-                     details={"path": request.url.path[:200], "source": source,
-                              **(details or {})})
+    # The details (level, kind, counts) are part of the key: the same study's thumbnail
+    # and its frames are each recorded once; frame after frame of a series, once.
+    key = (actor, source, action, entity, entity_id,
+           tuple(sorted((k, str(v)) for k, v in (details or {}).items())))
+    if coalesce and not context.recent_reads.first_in_window(key):
+        return
+    try:
+        with context.session_factory.begin() as session:
+            append_audit(session, actor=actor, action=action, entity=entity,
+                         entity_id=entity_id[:64], patient_ref=patient_ref,
+                         details={"path": request.url.path[:200], "source": source,
+                                  **(details or {})})
+    except BaseException:
+        if coalesce:
+            context.recent_reads.forget(key)
+        raise

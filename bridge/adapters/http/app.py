@@ -56,18 +56,23 @@ from bridge.adapters.http.api import (
     storage as routes_storage,
 )
 from bridge.adapters.http.api import (
+    studies as routes_studies,
+)
+from bridge.adapters.http.api import (
     worklist as routes_worklist,
 )
 from bridge.adapters.http.console.headers import ConsoleHeaders
 from bridge.adapters.http.console.pages import mount_console
 from bridge.adapters.http.deps import AppContext, Reprocess
 from bridge.adapters.http.dicomweb import routes as routes_dicomweb
+from bridge.adapters.http.docs import mount_docs
 from bridge.adapters.http.fhir import audit as routes_fhir_audit
 from bridge.adapters.http.fhir import notify as routes_fhir_notify
 from bridge.adapters.http.fhir import routes as routes_fhir
 from bridge.adapters.http.fhir import workflow as routes_fhir_workflow
 from bridge.adapters.http.metrics import HttpMetrics
 from bridge.adapters.http.middleware import MetricsMiddleware, UnexpectedErrorMiddleware
+from bridge.adapters.http.recent_reads import RecentReads
 from bridge.config.settings import Settings
 from bridge.errors import ANSWERS, BridgeError, answer_for
 from bridge.services.archive.stability import StudyHook
@@ -105,7 +110,7 @@ def create_app(
         title="bridge",
         summary="Hospital integration engine: HL7 v2 message log, worklist and metrics",
         version="0.1.0",
-        docs_url="/docs",
+        docs_url=None,  # bridge.adapters.http.docs: Swagger UI from shipped files
         openapi_url="/openapi.json",
         redoc_url=None,
     )
@@ -122,12 +127,13 @@ def create_app(
         # The bridge passes its own (sharing the scheduled migration); else from settings.
         storage=storage or build_storage_ops(settings, session_factory),
         oidc=_oidc_verifier(settings),
+        recent_reads=RecentReads(settings.audit_coalesce_seconds),
     )
     set_chain_key(settings.audit_hmac_key.get_secret_value().encode("utf-8") or None)
     for module in (routes_health, routes_messages, routes_worklist, routes_metrics,
                    routes_reconciliation, routes_jobs, routes_peers, routes_storage, routes_people,
                    routes_referrals, routes_deid, routes_links, routes_activity,
-                   routes_dicomweb):
+                   routes_studies, routes_dicomweb):
         app.include_router(module.router)
     # Before the FHIR REST routes: ``POST /fhir/{type}`` would take ``$notify`` for a type.
     app.include_router(routes_fhir_notify.notify_router(notify_trigger))
@@ -135,6 +141,7 @@ def create_app(
     app.include_router(routes_fhir_audit.router)
     app.include_router(routes_fhir.router)
     mount_console(app)
+    mount_docs(app)
     app.add_exception_handler(BridgeError, _bridge_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]

@@ -12,13 +12,14 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Final, Protocol
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
+from bridge.adapters.http.recent_reads import RecentReads
 from bridge.config.settings import Settings
 from bridge.mapping.links.signing import LINK_PREFIX, LinkProblem, check_link, csrf_token
 from bridge.services.archive.stability import StudyHook
@@ -68,6 +69,8 @@ class AppContext:
     storage: StorageOps | None = None
     #: Validates identity-provider JWTs when OIDC is configured.
     oidc: OidcVerifier | None = None
+    #: Streams of frame reads audited once per window (rendered frames, thumbnails).
+    recent_reads: RecentReads = field(default_factory=lambda: RecentReads(0))
 
 
 def get_context(request: Request) -> AppContext:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from pydicom.datadict import dictionary_VR
@@ -129,6 +130,7 @@ class StowResult:
         return self.failure_reason is not None
 
 
+@lru_cache(maxsize=4096)
 def tag_key(tag: int) -> str:
     """``0010,0010`` → ``"00100010"`` (F.2.1.1: upper-case hex)."""
     return f"{int(tag):08X}"
@@ -238,6 +240,7 @@ def _defaults(record: SearchRecord) -> tuple[int, ...]:
     return STUDY_ATTRIBUTES
 
 
+@lru_cache(maxsize=4096)  # a QIDO answer asks it per attribute per match
 def _vr(tag: int) -> str:
     if tag == RETRIEVE_URL:
         return "UR"

@@ -55,6 +55,10 @@ WADO_RS: Final = "dicom-wado-rs"
 #: The id of the bridge's own Endpoint resource (``Endpoint/wado-rs`` on its FHIR API).
 ENDPOINT_ID: Final = "wado-rs"
 ENDPOINT_MIME_TYPES: Final = ("application/dicom", "application/dicom+json")
+#: A viewer URL is an IHE Invoke Image Display endpoint (the code IHE's imaging profiles use
+#: for "open this study in a viewer"), contained in the ImagingStudy it opens.
+IID: Final = "ihe-iid"
+VIEWER_ENDPOINT_ID: Final = "viewer"
 
 AVAILABLE, REGISTERED, ENTERED_IN_ERROR = "available", "registered", "entered-in-error"
 
@@ -407,10 +411,12 @@ def imaging_study(
     status: str | None = None,
     meta_source: str | None = None,
     naming: FhirNaming | None = None,
+    viewer_url: str | None = None,
 ) -> dict[str, Any]:
     """The ImagingStudy of ``study`` as FHIR JSON (``version`` R4 or R5).
 
     ``endpoint_reference`` is the reference to the WADO-RS Endpoint (``Endpoint/wado-rs``);
+    ``viewer_url``, when given, is a second endpoint: a contained IHE IID Endpoint (``#viewer``);
     ``resource_id`` is left out for a resource to be created or conditionally updated;
     ``meta_source`` marks who wrote it (the bridge, on a target server); ``naming`` gives the
     accession's system and the procedure code's system.
@@ -428,10 +434,11 @@ def imaging_study(
         meta["source"] = meta_source
     if meta:
         resource["meta"] = meta
-    identifiers: list[dict[str, Any]] = [{
-        "use": "official", "system": DICOM_UID_SYSTEM,
-        "value": study_identifier_value(study.study_instance_uid),
-    }]
+    if viewer_url:
+        resource["contained"] = [viewer_endpoint(viewer_url, version=version)]
+    identifiers: list[dict[str, Any]] = [{"use": "official", "system": DICOM_UID_SYSTEM,
+                                          "value": study_identifier_value(
+                                              study.study_instance_uid)}]
     if version == "R4" and accession:
         identifiers.append(_acsn(accession, naming.accession_system))
     resource["identifier"] = identifiers
@@ -457,7 +464,8 @@ def imaging_study(
     referrer = person_display(order.referring_physician or study.referring_physician)
     if referrer:
         resource["referrer"] = {"display": referrer}
-    resource["endpoint"] = [{"reference": endpoint_reference}]
+    resource["endpoint"] = [{"reference": endpoint_reference}, *(
+        [{"reference": f"#{VIEWER_ENDPOINT_ID}"}] if viewer_url else [])]
     resource["numberOfSeries"] = study.num_series
     resource["numberOfInstances"] = study.num_instances
     procedure = _procedure(order, naming)
@@ -521,6 +529,23 @@ def endpoint(address: str, *, version: FhirVersion, name: str,
         resource["name"] = name
         resource["payload"] = [{"type": [payload_type], "mimeType": list(ENDPOINT_MIME_TYPES)}]
     resource["address"] = address
+    return resource
+
+
+def viewer_endpoint(url: str, *, version: FhirVersion) -> dict[str, Any]:
+    """The contained Endpoint of a viewer link (an HTML page: IHE Invoke Image Display)."""
+    connection = {"system": CONNECTION_TYPE_SYSTEM, "code": IID}
+    payload_type = {"text": "DICOM IID"}
+    resource: dict[str, Any] = {"resourceType": "Endpoint", "id": VIEWER_ENDPOINT_ID,
+                                "status": "active", "name": "Open the study in the viewer"}
+    if version == "R4":
+        resource["connectionType"] = connection
+        resource["payloadType"] = [payload_type]
+        resource["payloadMimeType"] = ["text/html"]
+    else:
+        resource["connectionType"] = [{"coding": [connection]}]
+        resource["payload"] = [{"type": [payload_type], "mimeType": ["text/html"]}]
+    resource["address"] = url
     return resource
 
 

@@ -45,6 +45,7 @@ from bridge.store.archive_models import (
     Study,
     StudyEvent,
 )
+from bridge.store.audit import append_audit
 from bridge.store.db import read_session
 
 log = logging.getLogger("bridge.forwarding")
@@ -120,6 +121,33 @@ def enqueue_forwards(session: Session, *, study_id: int, settings: Settings) -> 
     if destinations:
         log.info("study %s queued for forwarding to %s", study_id, ", ".join(destinations))
     return len(destinations)
+
+
+def forward_study(session: Session, *, study_uid: str, destination: str, settings: Settings,
+                  actor: str) -> int:
+    """An operator's forward of one study to one peer, in the caller's transaction (with its
+    audit record); returns the job's id. The study must be reconciled (a forward carries the
+    MIS values); one already waiting for that peer is the same job (sent once, latest state).
+    An unknown destination or a study that cannot go yet is refused before anything is queued.
+    """
+    peer = settings.peer(destination)
+    if peer is None or not peer.host or not peer.port or peer.role == "scu":
+        raise Rejected(f"{destination!r} is not a DICOM peer the bridge can send to (it needs a "
+                       "host, a port and role scp or both)", location="destination")
+    study = session.execute(select(Study.id, Study.reconciliation).where(
+        Study.study_instance_uid == study_uid)).one_or_none()
+    if study is None:
+        raise NotFound("no such study", location="study_instance_uid")
+    if study.reconciliation not in RECONCILED:
+        raise Conflict(f"the study is {study.reconciliation}: assign it to an order or a "
+                       "patient first (a forward carries the MIS values)",
+                       location="study_instance_uid")
+    job_id = queue.enqueue(session, queue=FORWARD_QUEUE,
+                           dedup_key=forward_key(int(study.id), peer.ae_title),
+                           payload={"study_id": int(study.id), "destination": peer.ae_title})
+    append_audit(session.connection(), actor=actor, action="forward", entity="study",
+                 entity_id=study_uid, details={"destination": peer.ae_title, "job": job_id})
+    return job_id
 
 
 # ----------------------------------------------------------------------------- the handler

@@ -30,6 +30,7 @@ from bridge.mapping.dicom.patch import SubjectValues
 from bridge.mapping.fhir import imaging_study as fis
 from bridge.services.access.visibility import study_visible
 from bridge.services.egress.objects import load_subjects
+from bridge.services.links.viewer_links import resource_link
 from bridge.store.archive_models import RECONCILED, Instance, Series, Study
 from bridge.store.models import Order, Patient, PatientIdentifier, table_of
 
@@ -196,7 +197,8 @@ def primary_identifier(subject: SubjectValues | None, naming: fis.FhirNaming | N
 
 def own_imaging_study(study: LoadedStudy, settings: Settings,
                       naming: fis.FhirNaming | None = None) -> dict[str, Any]:
-    """The ImagingStudy as the bridge's FHIR API serves it (references to its own ids)."""
+    """The ImagingStudy as the bridge's FHIR API serves it (references to its own ids; with
+    a fresh viewer link when ``resource_viewer_links`` is set)."""
     if not study.reconciled:
         raise NotFound(f"ImagingStudy/{study.id} is not known (the study is not reconciled)",
                        location="id")
@@ -207,7 +209,8 @@ def own_imaging_study(study: LoadedStudy, settings: Settings,
         order=order_link(study, f"ServiceRequest/{study.order_pk}"
                          if study.order_pk is not None else None),
         version=settings.fhir_version, timezone=settings.local_timezone,
-        endpoint_reference=endpoint_reference(), resource_id=fhir_id(study.id), naming=naming)
+        endpoint_reference=endpoint_reference(), resource_id=fhir_id(study.id), naming=naming,
+        viewer_url=resource_link(settings, study.record.study_instance_uid))
 
 
 # ----------------------------------------------------------------------------- read, search

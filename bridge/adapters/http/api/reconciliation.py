@@ -17,9 +17,9 @@ from fastapi import APIRouter, Path, Query, status
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bridge.adapters.http.api.schemas import ErrorBody
+from bridge.adapters.http.api.studies import delete_archived_study
 from bridge.adapters.http.deps import AdminToken, ContextDep, IntegrationToken, SessionDep, actor_of
 from bridge.domain import Identifier
-from bridge.services.archive.admin import delete_study
 from bridge.services.archive.reconciliation import assign_study
 from bridge.services.archive.reconciliation_view import (
     WAITING,
@@ -29,8 +29,6 @@ from bridge.services.archive.reconciliation_view import (
     summary,
 )
 from bridge.services.archive.stability import is_stable
-from bridge.storage.durable import remove_file
-from bridge.storage.retention import retention_policy
 
 log = logging.getLogger("bridge.http")
 router = APIRouter(prefix="/api/reconciliation", tags=["reconciliation"])
@@ -133,14 +131,6 @@ def assign(study_uid: StudyUid, body: AssignIn, session: SessionDep, context: Co
 def reject(study_uid: StudyUid, body: RejectIn, session: SessionDep, context: ContextDep,
            token: AdminToken) -> None:
     """Delete the study and its files; the audit log keeps who, when and why."""
-    settings = context.settings
-    paths = delete_study(session, study_uid=study_uid, actor=actor_of(token), reason=body.reason,
-                         before_delete=context.delete_hooks,
-                         retention=retention_policy(settings.retention_days,
-                                                    settings.retention_days_by_modality),
-                         override_retention=body.override_retention)
-    session.commit()
-    root = context.settings.archive_root
-    for path in paths:
-        remove_file(root / path)
+    delete_archived_study(session, context, token, study_uid=study_uid, reason=body.reason,
+                          override_retention=body.override_retention)
     log.info("study rejected by operator", extra={"actor": actor_of(token)})

@@ -321,6 +321,9 @@ class OrderOut(_Response):
     admission_id: str | None
     status: str
     source: str
+    #: Opens the order's study in the viewer, short-lived; only with
+    #: BRIDGE_RESOURCE_VIEWER_LINKS and once a study is archived for the order.
+    viewer_url: str | None = None
 
 
 class OrderDetail(OrderOut):

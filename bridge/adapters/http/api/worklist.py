@@ -54,6 +54,7 @@ MAX_LIMIT = 1000
 @router.get("", response_model=list[WorklistItem])
 def list_worklist(
     session: SessionDep,
+    context: ContextDep,
     principal: ClinicianOrViewer,
     station_ae: Annotated[AETitle | None, Query()] = None,
     modality: Annotated[Modality | None, Query()] = None,
@@ -80,16 +81,18 @@ def list_worklist(
         date_from=date or date_from, date_to=date or date_to,
         statuses=[s.value for s in step_status] if step_status else None,
         patient_id=patient_id, accession=accession, limit=limit, offset=offset,
-        viewer=principal.id if principal.is_clinician else None,
+        viewer=principal.id if principal.is_clinician else None, settings=context.settings,
     )
 
 
 @router.get("/{order_id}", response_model=OrderDetail, responses=_ERRORS)
-def read_order(order_id: int, session: SessionDep,
+def read_order(order_id: int, session: SessionDep, context: ContextDep,
                principal: ClinicianOrViewer) -> OrderDetail:
-    """One order with its patient and all its steps, closed ones included."""
+    """One order with its patient and all its steps, closed ones included (and a viewer
+    link to its study when BRIDGE_RESOURCE_VIEWER_LINKS is set)."""
     return order_detail(session, order_id=order_id,
-                        viewer=principal.id if principal.is_clinician else None)
+                        viewer=principal.id if principal.is_clinician else None,
+                        settings=context.settings)
 
 
 @router.post("", response_model=OrderDetail, status_code=status.HTTP_201_CREATED,

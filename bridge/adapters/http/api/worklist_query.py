@@ -18,9 +18,11 @@ from bridge.adapters.http.api.schemas import (
     StepOut,
     WorklistItem,
 )
+from bridge.config.settings import Settings
 from bridge.domain import CLOSED_STATUSES
 from bridge.errors import NotFound
 from bridge.services.access.visibility import order_visible
+from bridge.services.links.viewer_links import order_links
 from bridge.store.models import Order, Patient, PatientIdentifier, ProcedureStep
 
 
@@ -37,9 +39,11 @@ def find_worklist(
     limit: int = 100,
     offset: int = 0,
     viewer: int | None = None,
+    settings: Settings | None = None,
 ) -> list[WorklistItem]:
     """Steps matching every given filter, by scheduled date and time. Dates are inclusive.
-    For a clinician (``viewer``) only the orders of patients they may see."""
+    For a clinician (``viewer``) only the orders of patients they may see. With ``settings``
+    asking for resource viewer links, an order with a study carries one."""
     primary = PatientIdentifier
     query = (
         select(ProcedureStep, Order, Patient, primary.value, primary.issuer)
@@ -71,13 +75,16 @@ def find_worklist(
         query.order_by(ProcedureStep.start_date, ProcedureStep.start_time, ProcedureStep.id)
         .limit(limit).offset(offset)
     )
+    rows = session.execute(query).all()
+    links = order_links(session, settings, (row[1].id for row in rows)) if settings else {}
     return [
         WorklistItem(
             step=StepOut.model_validate(step),
-            order=OrderOut.model_validate(order),
+            order=OrderOut.model_validate(order).model_copy(
+                update={"viewer_url": links.get(order.id)}),
             patient=_patient_out(patient, value, issuer),
         )
-        for step, order, patient, value, issuer in session.execute(query)
+        for step, order, patient, value, issuer in rows
     ]
 
 
@@ -96,11 +103,14 @@ def load_order(session: Session, *, order_id: int, viewer: int | None = None) ->
     return order
 
 
-def order_detail(session: Session, *, order_id: int, viewer: int | None = None) -> OrderDetail:
+def order_detail(session: Session, *, order_id: int, viewer: int | None = None,
+                 settings: Settings | None = None) -> OrderDetail:
     order = load_order(session, order_id=order_id, viewer=viewer)
     primary = order.patient.identifiers[0] if order.patient.identifiers else None
+    links = order_links(session, settings, (order.id,)) if settings else {}
     return OrderDetail.model_validate({
         **OrderOut.model_validate(order).model_dump(),
+        "viewer_url": links.get(order.id),
         "patient": _patient_out(order.patient, primary.value if primary else None,
                                 primary.issuer if primary else None),
         "steps": [StepOut.model_validate(step) for step in order.steps],

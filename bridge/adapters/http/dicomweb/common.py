@@ -206,11 +206,13 @@ def instance_keys(study: str, series: str, instance: str) -> RetrieveKeys:
 
 def find_stored(keys: RetrieveKeys, context: AppContext, request: Request, *,
                 subjects: bool = True, details: Mapping[str, object] | None = None,
+                coalesce_audit: bool = False,
                 ) -> tuple[list[StoredInstance], dict[int, SubjectValues | None]]:
     """The stored instances ``keys`` name that the caller may see (a clinician only their
     studies: others are absent), with the MIS values of their studies unless ``subjects`` is
     False (answers without a header need none); 404 when none. The read is audited before
-    anything is answered."""
+    anything is answered (``coalesce_audit``: once per window for a stream of frame reads,
+    see :func:`~bridge.adapters.http.access.audit_read`)."""
     keys = replace(keys, viewer=viewer_of(request))
     with read_session(context.session_factory) as session:
         instances = instances_for_retrieve(session, keys)
@@ -221,7 +223,7 @@ def find_stored(keys: RetrieveKeys, context: AppContext, request: Request, *,
     audit_read(context, request, action="retrieve", entity="study",
                entity_id=",".join(keys.study_uids),
                details={"level": keys.level.value, "instances": len(instances),
-                        **(details or {})})
+                        **(details or {})}, coalesce=coalesce_audit)
     return instances, loaded
 
 

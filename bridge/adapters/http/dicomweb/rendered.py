@@ -175,7 +175,7 @@ def rendered_media_type(request: Request) -> str:
 def _rendered(keys: RetrieveKeys, ask: _Ask, request: Request,
               context: ContextDep) -> Response:
     instances, _ = find_stored(keys, context, request, subjects=False,
-                               details={"rendered": "image"})
+                               details={"rendered": "image"}, coalesce_audit=True)
     root = context.settings.archive_root
     images: list[_Image] = []
     for instance, local in zip(instances, local_copies(context, instances), strict=True):
@@ -216,7 +216,7 @@ def _parts(images: Sequence[_Image], ask: _Ask, boundary: str) -> Iterator[bytes
 def _thumbnail(keys: RetrieveKeys, ask: _Ask, request: Request,
                context: ContextDep) -> Response:
     instances, _ = find_stored(keys, context, request, subjects=False,
-                               details={"rendered": "thumbnail"})
+                               details={"rendered": "thumbnail"}, coalesce_audit=True)
     root = context.settings.archive_root
     for instance in _middle_out(instances):
         # Only the chosen instance's copy is fetched and checked, not the whole series'.

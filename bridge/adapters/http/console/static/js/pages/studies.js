@@ -1,6 +1,7 @@
 // Studies: search the archive (QIDO-RS; a clinician finds only the studies they may see),
-// a study's series with thumbnails, open it in the viewer, export it de-identified, share it
-// with a colleague (clinicians).
+// a study's series with thumbnails, open it in the viewer; operators forward it to a DICOM
+// peer, export it de-identified, delete it (under the retention policy); clinicians share it
+// with a colleague.
 import { get, post, query, request } from "../api.js";
 import { dicomDate, el, errorText, field, guarded, input, notice, replace, select, table } from "../ui.js";
 import { TAGS, text, value } from "../viewer/dicomjson.js";
@@ -61,7 +62,8 @@ export async function render(view, [selected], who) {
           `${text(s, TAGS.modality)} ${value(s, TAGS.seriesNumber, "")} ${text(s, TAGS.seriesDescription)} (${value(s, TAGS.seriesInstances, "?")})`));
       }));
       replace(detail, el("h3", {}, "Study"), el("p", {}, el("a", { href: `#/viewer/${uid}`, id: "open-viewer" }, "Open in the viewer")),
-        thumbs, who.clinician ? shareForm(uid) : await exportForm(uid));
+        thumbs, ...(who.clinician ? [shareForm(uid)]
+          : [await forwardForm(uid), await exportForm(uid), deleteForm(uid)]));
     } catch (error) {
       replace(detail, notice("error", errorText(error)));
     }
@@ -77,6 +79,41 @@ export async function render(view, [selected], who) {
       try {
         await post("/api/shares", { user, study_uid: uid });
         replace(problem, notice("ok", `Shared with ${user}.`));
+      } catch (error) {
+        replace(problem, notice("error", errorText(error)));
+      }
+    }));
+  }
+
+  async function forwardForm(uid) {
+    let peers = [];
+    try { peers = (await get("/api/peers")).peers.filter((p) => p.role !== "scu" && p.host && p.port); } catch { peers = []; }
+    if (!peers.length) return el("p", { class: "muted" }, "No DICOM peer to forward to is configured.");
+    const problem = el("div", { "aria-live": "polite" });
+    return el("div", {}, el("h3", {}, "Forward to a DICOM peer"), problem, guarded(el("form", { class: "inline", id: "forward-form" },
+      field("Peer", select("destination", peers.map((p) => [p.ae_title, `${p.ae_title} (${p.host}:${p.port})`]))),
+      el("button", { type: "submit" }, "Forward")), async (data) => {
+      try {
+        const answer = await post(`/api/studies/${encodeURIComponent(uid)}/forward`, { destination: data.get("destination") });
+        replace(problem, notice("ok", `Forward queued (job ${answer.job_id}); a failure shows on the Jobs page.`));
+      } catch (error) {
+        replace(problem, notice("error", errorText(error)));
+      }
+    }));
+  }
+
+  function deleteForm(uid) {
+    const problem = el("div", { "aria-live": "polite" });
+    return el("div", {}, el("h3", {}, "Delete"), problem, guarded(el("form", { class: "inline", id: "delete-form" },
+      field("Reason", input("reason", { maxlength: 512 })),
+      field("Delete even under retention", input("override_retention", { type: "checkbox", value: "yes" })),
+      el("button", { type: "submit", class: "danger" }, "Delete the study")), async (data) => {
+      const reason = String(data.get("reason") || "").trim();
+      if (!reason) { replace(problem, notice("error", "Say why the study is deleted.")); return; }
+      try {
+        await post(`/api/studies/${encodeURIComponent(uid)}/delete`, { reason, override_retention: data.get("override_retention") === "yes" });
+        replace(detail, notice("ok", "Study deleted; the audit log keeps who and why."));
+        await search();
       } catch (error) {
         replace(problem, notice("error", errorText(error)));
       }
