@@ -69,6 +69,22 @@ def scratch_database(sqlite_file: Path, postgres_url: str | None) -> Iterator[st
         yield url
 
 
+def bench_token(database_url: str, role: str = "integration", *, migrate: bool = True) -> str:
+    """An API token with ``role`` in the bench's database (migrated first unless told)."""
+    from bridge.services.auth.tokens import create_token
+    from bridge.store.db import make_engine, make_session_factory
+    from bridge.store.migrate import upgrade
+
+    engine = make_engine(database_url)
+    try:
+        if migrate:
+            upgrade(engine)
+        with make_session_factory(engine).begin() as session:
+            return create_token(session, role=role, name="bench")
+    finally:
+        engine.dispose()
+
+
 def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
     """Terminate ``proc``; kill it when it has not ended within ``timeout`` seconds."""
     proc.terminate()

@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import (
     add_common_options,
+    bench_token,
     bridge_process,
     log,
     machine,
@@ -49,7 +50,6 @@ from bench._common import (
 )
 from bridge.domain import Identifier
 from bridge.services.auth.principal import user_principal
-from bridge.services.auth.tokens import create_token
 from bridge.services.auth.users import create_organization, create_user
 from bridge.services.referrals.workflow import NewReferral, create_referral
 from bridge.store.archive_models import Study
@@ -236,10 +236,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, scratch_database(
             Path(tmp) / "bridge.db", postgres_url(args)) as url:
         build_archive(url, args.studies, args.shares)
-        engine = make_engine(url)
-        with make_session_factory(engine).begin() as session:
-            admin_token = create_token(session, role="admin", name="bench")
-        engine.dispose()
+        admin_token = bench_token(url, "admin", migrate=False)
         with bridge_process(Path(tmp) / "var", url,
                             {"BRIDGE_WORKER_POLL_SECONDS": "0.1"}) as ports:
             base = f"http://127.0.0.1:{ports['http']}"

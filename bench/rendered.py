@@ -45,10 +45,7 @@ from pydicom.uid import generate_uid
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import StealMeter, bridge_process, log, machine
-from bridge.services.auth.tokens import create_token
-from bridge.store.db import make_engine, make_session_factory
-from bridge.store.migrate import upgrade
+from bench._common import StealMeter, bench_token, bridge_process, log, machine
 from tests.dicom_factories import UID_ROOT, ct_slice
 from tests.orthanc_peer import running_orthanc
 
@@ -185,11 +182,7 @@ def main() -> None:
         warm = series(1)  # another study, for the warm-up request
         (warm_path,), (warm_uid,) = urls_of(warm)
         url = f"sqlite:///{root / 'bridge.db'}"
-        engine = make_engine(url)
-        upgrade(engine)
-        with make_session_factory(engine).begin() as session:
-            token = create_token(session, role="integration", name="bench")
-        engine.dispose()
+        token = bench_token(url)
         steal = StealMeter()
         results: dict[str, dict[str, Any]] = {}
         with bridge_process(root / "var", url) as ports:

@@ -36,11 +36,9 @@ from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import StealMeter, bridge_process, log, machine
+from bench._common import StealMeter, bench_token, bridge_process, log, machine
 from bench.rendered import series, stow, urls_of
-from bridge.services.auth.tokens import create_token
-from bridge.store.db import make_engine, make_session_factory
-from bridge.store.migrate import upgrade
+from bridge.store.db import make_engine
 from tests.browser_harness import Browser, running_browser
 
 FIRST_IMAGE_TARGET_MS = 300.0
@@ -129,11 +127,7 @@ def main() -> None:
         objects = series(args.slices)
         _, uids = urls_of(objects)
         url = f"sqlite:///{root / 'bridge.db'}"
-        engine = make_engine(url)
-        upgrade(engine)
-        with make_session_factory(engine).begin() as session:
-            token = create_token(session, role="integration", name="bench")
-        engine.dispose()
+        token = bench_token(url)
         steal = StealMeter()
         # A study becomes stable a second after its last object (not the default minute),
         # and the cold opening waits for that: it measures opening a stored study, not the

@@ -17,7 +17,7 @@ from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from bridge.adapters.http.app import create_app
 from bridge.config.settings import DicomPeer, Settings
@@ -28,7 +28,8 @@ from bridge.services.hl7.ingest import HL7Ingest
 from bridge.services.links.secret import console_secret
 from bridge.services.patients.mpi import upsert_patient
 from bridge.store.archive_models import AuditRecord, Job, Study
-from bridge.store.models import HL7Message, Patient
+from bridge.store.models import HL7Message, Order, Patient
+from bridge.store.referral_models import AccessGrant
 from tests.archive_factories import ArchivedStudy, SeriesPlan, Source, archive_study
 from tests.browser_harness import (  # noqa: F401 (fixtures)
     Browser,
@@ -206,6 +207,74 @@ def test_an_operator_assigns_a_queued_study_and_sees_the_audit_record(
     assert_clean(browser, "reconciliation-assigned")
 
 
+def _shares(console: Console) -> list[AccessGrant]:
+    with console.api.session_factory() as session:
+        return list(session.execute(select(AccessGrant)).scalars())
+
+
+def _set_date(browser: Browser, css: str, iso: str) -> None:
+    """A date field's value, as the browser's date picker would set it (typing into one
+    depends on the browser's locale)."""
+    browser.driver.execute_script("arguments[0].value = arguments[1];", browser.wait_for(css), iso)
+
+
+def _orders(console: Console, accession: str) -> list[Order]:
+    """The orders with ``accession``, their steps loaded."""
+    with console.api.session_factory() as session:
+        return list(session.execute(select(Order).where(Order.accession == accession)
+                                    .options(selectinload(Order.steps))).scalars())
+
+
+def test_an_operator_creates_edits_and_cancels_an_order(
+        browser: Browser, console: Console) -> None:
+    log_in(browser, console, "ops")
+    visit(browser, console, "worklist", "#worklist-list > *")
+    browser.click("#new-order")
+    browser.click("#order-form button[type=submit]")  # empty: a clear message, nothing sent
+    browser.wait_for_text("Patient ID, modality and date are needed", css="#order-editor")
+    browser.type("#order-form input[name=patient_id]", "MRN-UI-NEW")
+    browser.type("#order-form input[name=name]", "Коваленко^Ірина")
+    browser.type("#order-form input[name=accession]", "ACC-UI-1")
+    browser.type("#order-form input[name=modality]", "CT")
+    browser.type("#order-form input[name=station_ae]", "CT1")
+    _set_date(browser, "#order-form input[name=start_date]", "2026-12-08")
+    # A double submit (two clicks before the answer) sends once.
+    browser.driver.execute_script(
+        "const f = document.getElementById('order-form'); f.requestSubmit(); f.requestSubmit();")
+    browser.wait_for_text("Order ACC-UI-1 created", css="#worklist-message")
+    assert len(_orders(console, "ACC-UI-1")) == 1
+
+    browser.click("#new-order")  # the same accession again: refused, nothing changed
+    browser.type("#order-form input[name=patient_id]", "MRN-UI-NEW")
+    browser.type("#order-form input[name=accession]", "ACC-UI-1")
+    browser.type("#order-form input[name=modality]", "MR")
+    _set_date(browser, "#order-form input[name=start_date]", "2026-12-09")
+    browser.click("#order-form button[type=submit]")
+    browser.wait_for_text("an order with this placer number or accession exists",
+                          css="#order-editor")
+    expect_only_refusals(browser, 409)
+    (order,) = _orders(console, "ACC-UI-1")
+    assert [step.modality for step in order.steps] == ["CT"]
+
+    _set_date(browser, "#worklist-filters input[name=date]", "2026-12-08")
+    browser.click("#worklist-filters button[type=submit]")
+    browser.wait_for_text("ACC-UI-1", css="#worklist-list")
+    row = "#worklist-list tbody tr"
+    browser.click(f"{row} button.secondary")
+    browser.type("#order-form input[name=description]", "CT chest, contrast")
+    browser.click("#order-form button[type=submit]")
+    browser.wait_for_text("Order ACC-UI-1 saved", css="#worklist-message")
+    (order,) = _orders(console, "ACC-UI-1")
+    assert order.steps[0].description == "CT chest, contrast"
+
+    browser.driver.execute_script("window.confirm = () => true;")  # the browser's own dialog
+    browser.click(f"{row} button.danger")
+    browser.wait_for_text("Order ACC-UI-1 canceled", css="#worklist-message")
+    (order,) = _orders(console, "ACC-UI-1")
+    assert {step.status for step in order.steps} == {"CANCELED"}
+    assert_clean(browser, "worklist-edited")
+
+
 def test_an_operator_forwards_and_deletes_a_study(browser: Browser, console: Console) -> None:
     uid = console.ct.study_instance_uid
     log_in(browser, console, "ops")
@@ -350,3 +419,16 @@ def test_a_referral_goes_from_the_inbox_to_its_result(
     browser.click("#outbox a")
     browser.wait_for_text("Result: DiagnosticReport/", css="#referral-detail")
     assert_clean(browser, "referral-gp-result")
+
+    # The referrer shares the study with a colleague: an unknown name is refused, nothing made.
+    visit(browser, console, f"studies/{console.ct.study_instance_uid}", "#share-form")
+    browser.type("#share-form input[name=user]", "nobody-here")
+    browser.click("#share-form button")
+    refusal = browser.wait_for("#study-detail [role=alert]").text
+    assert "user" in refusal, refusal
+    expect_only_refusals(browser, 404)
+    assert _shares(console) == []
+    browser.type("#share-form input[name=user]", "gp2")
+    browser.click("#share-form button")
+    browser.wait_for_text("Shared with gp2", css="#study-detail")
+    assert len(_shares(console)) == 1

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Request, status
+from fastapi import APIRouter, Path, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from bridge.adapters.http.api.schemas import ErrorBody
 from bridge.adapters.http.deps import ContextDep, CurrentPrincipal, DirectoryAdmin, SessionDep
+from bridge.adapters.http.login import password_login
 from bridge.services.auth import users
 from bridge.services.auth.principal import USER_ROLES
 from bridge.store.people_models import Organization, User
@@ -95,21 +96,9 @@ _ERRORS: dict[int | str, dict[str, object]] = {
     401: {"model": ErrorBody}, 429: {"model": ErrorBody}})
 def login(body: LoginIn, request: Request, context: ContextDep,
           session: SessionDep) -> LoginOut:
-    settings = context.settings
     source = request.client.host if request.client else ""
-    try:
-        result = users.login(session, body.username, body.password,
-                             session_seconds=settings.login_session_seconds,
-                             max_failures=settings.login_max_failures,
-                             lockout_seconds=settings.login_lockout_seconds, source=source)
-    except users.LoginLocked:
-        session.commit()  # the refused attempt is audited
-        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
-                            "too many failed logins; try again later") from None
-    except users.LoginRefused:
-        session.commit()
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong username or password",
-                            headers={"WWW-Authenticate": "Bearer"}) from None
+    result = password_login(session, context.settings, username=body.username,
+                            password=body.password, source=source)
     session.commit()
     return LoginOut(access_token=result.token, expires_in=result.expires_in,
                     role=result.principal.role,

@@ -28,6 +28,7 @@ from bridge.adapters.http.deps import (
     CurrentPrincipal,
     SessionDep,
 )
+from bridge.adapters.http.login import password_login
 from bridge.mapping.links.signing import csrf_token
 from bridge.services.auth import users
 from bridge.services.auth.principal import Principal
@@ -80,19 +81,8 @@ def log_in(body: LoginIn, request: Request, response: Response, context: Context
     if body.token:
         credential, who, seconds = _token_login(session, body.token, source)
     elif body.username and body.password:
-        try:
-            result = users.login(session, body.username, body.password,
-                                 session_seconds=settings.login_session_seconds,
-                                 max_failures=settings.login_max_failures,
-                                 lockout_seconds=settings.login_lockout_seconds, source=source)
-        except users.LoginLocked:
-            session.commit()
-            raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
-                                "too many failed log-ins; try again later") from None
-        except users.LoginRefused:
-            session.commit()
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED,
-                                "wrong username or password") from None
+        result = password_login(session, settings, username=body.username,
+                                password=body.password, source=source)
         credential, seconds = result.token, result.expires_in
         who = _who(result.principal)
     else:
