@@ -10,8 +10,10 @@ import asyncio
 import gc
 import logging
 import signal
+import ssl
 from contextlib import suppress
 from functools import partial
+from typing import Any
 
 import uvicorn
 from prometheus_client import CollectorRegistry
@@ -24,6 +26,7 @@ from bridge.adapters.http.app import create_app
 from bridge.adapters.mllp.server import MLLPServer
 from bridge.app.background import Background
 from bridge.config.settings import Settings
+from bridge.config.tls import server_context
 from bridge.jobs.scheduler import every
 from bridge.mapping.hl7.tables import load_hl7_tables
 from bridge.services.archive.store import ArchiveStore
@@ -33,6 +36,20 @@ from bridge.store.db import checkpoint_wal, is_sqlite, make_engine, make_session
 from bridge.store.migrate import upgrade
 
 log = logging.getLogger("bridge")
+
+
+def _http_tls(settings: Settings) -> dict[str, Any]:
+    """uvicorn's TLS options (it builds its own context from files) when ``http_tls``."""
+    if not settings.http_tls:
+        return {}
+    verify = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL,
+              "required": ssl.CERT_REQUIRED}[settings.tls_client_certificates]
+    options: dict[str, Any] = {"ssl_certfile": str(settings.tls_certificate),
+                               "ssl_keyfile": str(settings.tls_private_key),
+                               "ssl_cert_reqs": verify}
+    if verify != ssl.CERT_NONE:
+        options["ssl_ca_certs"] = str(settings.tls_client_ca)
+    return options
 
 
 class Bridge:
@@ -65,7 +82,9 @@ class Bridge:
         await asyncio.to_thread(upgrade, self.engine)
         await asyncio.to_thread(self.archive.sweep_incoming)
         self.writer.start()
-        self.mllp_port = await self.mllp.start(s.bind, s.mllp_port)
+        tls = server_context(s) if s.mllp_tls else None
+        self.mllp_port = await self.mllp.start(s.bind, s.mllp_port, tls=tls,
+                                               handshake_seconds=s.tls_handshake_seconds)
         extra = [storage_service(s, self.sessions, store=self.archive)]
         if s.grid_ae_title:
             extra.append(grid_service(s, self.sessions))
@@ -83,7 +102,7 @@ class Bridge:
                          notify_trigger=self.background.notify_trigger,
                          storage=self.background.storage)
         config = uvicorn.Config(app, host=s.bind, port=s.http_port, log_config=None,
-                                access_log=False, lifespan="off")
+                                access_log=False, lifespan="off", **_http_tls(s))
         self.http = uvicorn.Server(config)
         self._http_task = asyncio.get_running_loop().create_task(self.http.serve())
         while not self.http.started:

@@ -20,12 +20,26 @@ def hl7_send(
     host: Annotated[str, typer.Option(help="MLLP host.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="MLLP port.")] = 2575,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each ACK.")] = 30.0,
+    tls_ca: Annotated[Path | None, typer.Option(
+        help="MLLP over TLS: the CA file (PEM) that signed the listener's certificate.",
+        exists=True, dir_okay=False)] = None,
+    tls_certificate: Annotated[Path | None, typer.Option(
+        help="With --tls-ca: this client certificate (PEM; its key in the same file or "
+             "--tls-key).", exists=True, dir_okay=False)] = None,
+    tls_key: Annotated[Path | None, typer.Option(
+        help="The client certificate's private key (PEM).", exists=True,
+        dir_okay=False)] = None,
 ) -> None:
     """Send messages over MLLP (one connection) and print each ACK."""
+    import ssl
+
     from bridge.clients.mllp import MLLPClient, ack_code
 
+    tls = ssl.create_default_context(cafile=str(tls_ca)) if tls_ca is not None else None
+    if tls is not None and tls_certificate is not None:
+        tls.load_cert_chain(str(tls_certificate), str(tls_key) if tls_key else None)
     failed = 0
-    with MLLPClient(host, port, timeout=timeout) as client, Progress(
+    with MLLPClient(host, port, timeout=timeout, tls=tls) as client, Progress(
             console=err, transient=True, disable=len(files) < 20) as progress:
         task = progress.add_task("sending", total=len(files))
         for path in files:

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import socket
+import ssl
 from types import TracebackType
 
 START, END = b"\x0b", b"\x1c\r"
 
 
 class MLLPClient:
-    def __init__(self, host: str, port: int, *, timeout: float = 30.0) -> None:
-        self._sock = socket.create_connection((host, port), timeout=timeout)
-        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    """``tls``: a client context (``ssl.create_default_context(cafile=...)``, with
+    ``load_cert_chain`` for a client certificate) to speak MLLP over TLS; the server's name
+    is checked against ``host``."""
+
+    def __init__(self, host: str, port: int, *, timeout: float = 30.0,
+                 tls: ssl.SSLContext | None = None) -> None:
+        sock = socket.create_connection((host, port), timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock = tls.wrap_socket(sock, server_hostname=host) if tls is not None else sock
         self._buffer = b""
 
     def __enter__(self) -> MLLPClient:

@@ -56,6 +56,10 @@ class DicomPeer(BaseModel):
     #: Issuer of Patient ID for this peer's objects that carry none (0010,0021): the MIS
     #: assigning authority its PatientIDs come from, used to find the MIS patient.
     issuer_of_patient_id: str | None = Field(default=None, min_length=1, max_length=64)
+    #: The common name (CN) of the client certificate this AE title must present over TLS
+    #: (BRIDGE_DICOM_TLS with client certificates): an association calling with this AE
+    #: title and another certificate, or none, is rejected.
+    tls_subject: str | None = Field(default=None, min_length=1, max_length=256)
 
 
 class ForwardRule(BaseModel):
@@ -97,6 +101,21 @@ class Settings(BaseSettings):
     accession_prefix: str = "BR"
     study_uid_policy: Literal["generate", "leave_empty"] = "generate"
     uid_root: str = "1.2.826.0.1.3680043.10.1137"
+
+    # TLS on the listeners (block owned by bridge.config.tls)
+    #: The bridge's certificate (PEM, with its chain) and private key (PEM, unencrypted).
+    tls_certificate: Path | None = None
+    tls_private_key: Path | None = None
+    #: Client certificates: ``none`` (not asked for), ``optional`` (checked when presented),
+    #: ``required``; checked against the CAs in ``tls_client_ca``.
+    tls_client_certificates: Literal["none", "optional", "required"] = "none"
+    tls_client_ca: Path | None = None
+    #: Which listeners speak TLS (each then speaks only TLS on its port).
+    dicom_tls: bool = False
+    mllp_tls: bool = False
+    http_tls: bool = False
+    #: Seconds a TLS client has to finish its handshake.
+    tls_handshake_seconds: float = Field(default=10.0, gt=0, le=300)
 
     # DICOM
     dicom_peers: tuple[DicomPeer, ...] = ()
@@ -352,12 +371,26 @@ class Settings(BaseSettings):
                     "with a host, a port and role scp or both"
                 )
         self._check_deid()
+        self._check_tls()
         if not _is_loopback(self.bind) and not self.dicom_peers:
             raise ValueError(
                 "bind: listening on a non-loopback address needs a DICOM peer allow-list; "
                 "set BRIDGE_DICOM_PEERS (and BRIDGE_DICOM_STRICT_PEERS=true)"
             )
         return self
+
+    def _check_tls(self) -> None:
+        if not (self.dicom_tls or self.mllp_tls or self.http_tls):
+            return
+        for name in ("tls_certificate", "tls_private_key"):
+            path = getattr(self, name)
+            if path is None or not Path(path).is_file():
+                raise ValueError(f"{name}: a TLS listener (BRIDGE_DICOM_TLS, BRIDGE_MLLP_TLS, "
+                                 "BRIDGE_HTTP_TLS) needs the bridge's PEM file here")
+        if self.tls_client_certificates != "none" and (
+                self.tls_client_ca is None or not Path(self.tls_client_ca).is_file()):
+            raise ValueError("tls_client_ca: checking client certificates needs the CAs that "
+                             "sign them (a PEM file)")
 
     def _check_deid(self) -> None:
         names = {d.name for d in self.deid_destinations}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from bridge.adapters.dicom.service import DicomService, ServiceFactory
 from bridge.adapters.dicom.supported_contexts import share_uids
 from bridge.adapters.dicom.worklist_scp import worklist_service
 from bridge.config.settings import Settings
+from bridge.config.tls import server_context
 
 logger = logging.getLogger("bridge.dicom")
 
@@ -109,14 +111,52 @@ def start_dicom_server(
         (settings.bind, settings.dicom_port), block=False, evt_handlers=handlers
     )
     assert server is not None  # block=False always returns the server
+    if settings.dicom_tls:
+        serve_tls(server, server_context(settings), settings.tls_handshake_seconds)
     share_uids(server)  # cheap per-association copies of the contexts (see the module)
     dicom = DicomServer(ae, server)
     logger.info(
-        "DICOM server %s listening on %s:%d (%s)", settings.ae_title, settings.bind,
-        dicom.port, ", ".join(s.name for s in built),
+        "DICOM server %s listening on %s:%d%s (%s)", settings.ae_title, settings.bind,
+        dicom.port, " (TLS)" if settings.dicom_tls else "", ", ".join(s.name for s in built),
         extra={"calling_ae": None, "accession": None},
     )
     return dicom
+
+
+def serve_tls(server: ThreadedAssociationServer, context: ssl.SSLContext,
+              handshake_seconds: float) -> None:
+    """TLS on the server's connections, with the handshake in each association's own thread.
+
+    pynetdicom's own ``ssl_context`` handshakes in the thread that accepts connections: one
+    client that connects and says nothing would stop every other from being accepted. Here
+    the accepting thread only wraps the socket; the handshake, bounded by
+    ``handshake_seconds``, runs where the association will, and a failed one closes that
+    connection alone."""
+    listening = server.socket
+    assert listening is not None  # bound by start_server
+
+    def get_request() -> tuple[socket.socket, Any]:
+        client, address = listening.accept()
+        return context.wrap_socket(client, server_side=True,
+                                   do_handshake_on_connect=False), address
+
+    finish = server.finish_request
+
+    def finish_request(request: Any, client_address: Any) -> None:
+        previous = request.gettimeout()
+        request.settimeout(handshake_seconds)
+        try:
+            request.do_handshake()
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError; so is a timeout
+            logger.warning("DICOM TLS handshake from %s failed: %s", client_address[0],
+                           type(exc).__name__, extra={"calling_ae": None, "accession": None})
+            request.close()
+            return
+        request.settimeout(previous)
+        finish(request, client_address)
+
+    server.get_request = get_request  # type: ignore[method-assign]
+    server.finish_request = finish_request  # type: ignore[method-assign]
 
 
 def _quiet_pynetdicom() -> None:

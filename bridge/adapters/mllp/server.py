@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -69,16 +70,21 @@ class MLLPServer:
         """Open connections: how many senders may have a message on the way."""
         return len(self._connections)
 
-    async def start(self, host: str, port: int) -> int:
+    async def start(self, host: str, port: int, *, tls: ssl.SSLContext | None = None,
+                    handshake_seconds: float = 10.0) -> int:
+        """Listen; with ``tls``, MLLP over TLS only (the handshake bounded in time, each
+        connection's own: a stalled one holds up no other)."""
         loop = asyncio.get_running_loop()
 
         def factory() -> asyncio.StreamReaderProtocol:
             reader = _Reader(limit=self._limit, loop=loop)
             return asyncio.StreamReaderProtocol(reader, self._on_connection, loop=loop)
 
-        self._server = await loop.create_server(factory, host, port)
+        self._server = await loop.create_server(
+            factory, host, port, ssl=tls,
+            ssl_handshake_timeout=handshake_seconds if tls is not None else None)
         bound = self._server.sockets[0].getsockname()[1]
-        log.info("MLLP listening", extra={"host": host, "port": bound})
+        log.info("MLLP listening", extra={"host": host, "port": bound, "tls": tls is not None})
         return int(bound)
 
     async def stop(self) -> None:
