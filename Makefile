@@ -4,13 +4,15 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: serve test lint peers bench lock clean help
+.PHONY: serve test lint peers bench crash fuzz lock clean help
 
 help:
 	@echo "make serve   - start the bridge on the embedded default (SQLite, ./var)"
 	@echo "make test    - run the whole test suite (installs dcmtk and orthanc when missing and apt is available)"
 	@echo "make lint    - ruff, mypy and the import contracts (lint-imports)"
 	@echo "make bench   - run the benchmarks in bench/"
+	@echo "make crash   - the kill -9 tests at full size (10,000 HL7 messages, 4,000 objects, 5 kills)"
+	@echo "make fuzz    - the fuzz tests at full size (100,000 HL7 messages, 200 requests per API operation)"
 	@echo "make lock    - refresh constraints.txt from pyproject.toml"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -28,6 +30,18 @@ peers:
 
 test: $(STAMP) peers
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The crash tests of the suite, longer: more messages and objects, more kills.
+crash: $(STAMP) peers
+	BRIDGE_CRASH_MESSAGES=10000 BRIDGE_CRASH_OBJECTS=4000 BRIDGE_CRASH_KILLS=5 \
+		$(BIN)/pytest -p no:cacheprovider tests/integration/test_crash_hl7.py \
+		tests/integration/test_crash_cstore.py $(PYTEST_ARGS)
+
+# The fuzz tests of the suite, longer (the seeds stay fixed: a failure replays).
+fuzz: $(STAMP) peers
+	BRIDGE_FUZZ_MESSAGES=100000 BRIDGE_FUZZ_EXAMPLES=200 \
+		$(BIN)/pytest -p no:cacheprovider tests/integration/test_hl7_fuzz.py \
+		tests/integration/test_api_fuzz.py $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check bridge tests bench

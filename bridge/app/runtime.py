@@ -11,6 +11,8 @@ import gc
 import logging
 import signal
 import ssl
+import threading
+import time
 from contextlib import suppress
 from functools import partial
 from typing import Any
@@ -29,6 +31,8 @@ from bridge.config.settings import Settings
 from bridge.config.tls import server_context
 from bridge.jobs.scheduler import every
 from bridge.mapping.hl7.tables import load_hl7_tables
+from bridge.services.archive.orphans import HEARTBEAT_SECONDS, RunMarker, sweep_orphans
+from bridge.services.archive.orphans import MARGIN_SECONDS as ORPHAN_MARGIN_SECONDS
 from bridge.services.archive.store import ArchiveStore
 from bridge.services.hl7.ingest import HL7Ingest
 from bridge.services.hl7.intake import HL7Intake
@@ -68,6 +72,9 @@ class Bridge:
         self.archive = ArchiveStore(settings, self.sessions)
         self.background = Background.build(settings, self.sessions, self.metrics,
                                            archive=self.archive)
+        #: Tells a restart after a crash (orphan files to sweep) from one after a clean stop.
+        self.marker = RunMarker.in_folder(settings.data_dir)
+        every(self.background.scheduler, HEARTBEAT_SECONDS, self.marker.touch, "run-marker")
         if is_sqlite(self.engine):  # its WAL checkpoints, off the commits that ACK
             every(self.background.scheduler, 1.0, partial(checkpoint_wal, self.engine),
                   "sqlite-checkpoint")
@@ -75,12 +82,14 @@ class Bridge:
         self.http: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
         self.mllp_port = self.dicom_port = self.http_port = 0
+        self._sweeper: threading.Thread | None = None
 
     async def start(self) -> None:
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(upgrade, self.engine)
         await asyncio.to_thread(self.archive.sweep_incoming)
+        self._sweep_after_crash(self.marker.begin())
         self.writer.start()
         tls = server_context(s) if s.mllp_tls else None
         self.mllp_port = await self.mllp.start(s.bind, s.mllp_port, tls=tls,
@@ -130,8 +139,23 @@ class Bridge:
                 await self._http_task
         await self.writer.stop()
         self.ingest.close()  # the HL7 writer's held connection
+        if self._sweeper is not None:
+            await asyncio.to_thread(self._sweeper.join)
         self.engine.dispose()
+        self.marker.end()
         log.info("bridge stopped")
+
+    def _sweep_after_crash(self, last_alive: float | None) -> None:
+        """After an unclean stop, the files placed but never indexed, in the background
+        (the walk of a large archive takes a while; nothing waits for it)."""
+        if last_alive is None:
+            return
+        window = (last_alive - ORPHAN_MARGIN_SECONDS, time.time())
+        self._sweeper = threading.Thread(
+            target=sweep_orphans, name="orphan-sweep", daemon=True,
+            args=(self.settings.archive_root, self.sessions),
+            kwargs={"written_after": window[0], "written_before": window[1]})
+        self._sweeper.start()
 
 
 async def serve(settings: Settings) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -61,6 +62,7 @@ from bridge.adapters.http.api import (
 from bridge.adapters.http.api import (
     worklist as routes_worklist,
 )
+from bridge.adapters.http.api.schemas import ValidationErrorBody
 from bridge.adapters.http.console.headers import ConsoleHeaders
 from bridge.adapters.http.console.pages import mount_console
 from bridge.adapters.http.deps import AppContext, Reprocess
@@ -142,6 +144,7 @@ def create_app(
     app.include_router(routes_fhir.router)
     mount_console(app)
     mount_docs(app)
+    _document_validation_errors(app)
     app.add_exception_handler(BridgeError, _bridge_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
@@ -186,6 +189,34 @@ async def _validation_error(_request: Request, exc: RequestValidationError) -> J
     body = _error_body("invalid_request", detail, str(errors[0]["location"]) if errors else None)
     body["errors"] = errors
     return JSONResponse(body, status_code=HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+def _document_validation_errors(app: FastAPI) -> None:
+    """The OpenAPI's 422 answers as the bridge sends them (:func:`_validation_error`), not
+    FastAPI's own ``HTTPValidationError`` shape, so that clients (and schemathesis) can
+    trust the documented schema."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        body = ValidationErrorBody.model_json_schema(
+            ref_template="#/components/schemas/{model}")
+        components.update(body.pop("$defs", {}))
+        components["ValidationErrorBody"] = body
+        for operation in (op for item in schema.get("paths", {}).values()
+                          for op in item.values() if isinstance(op, dict)):
+            answer = operation.get("responses", {}).get("422", {})
+            json_body = answer.get("content", {}).get("application/json", {})
+            if json_body.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError"):
+                json_body["schema"] = {"$ref": "#/components/schemas/ValidationErrorBody"}
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.pop(unused, None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _snake(name: str) -> str:

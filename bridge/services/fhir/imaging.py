@@ -58,7 +58,7 @@ def study_id_of(resource_id: str) -> int | None:
     if not resource_id.isdigit() or (len(resource_id) > 1 and resource_id[0] == "0"):
         return None
     value = int(resource_id)
-    return value if 0 < value < 2**63 else None
+    return value if 0 < value < 2**31 else None  # ids are INTEGER (32 bits on PostgreSQL)
 
 
 def endpoint_reference() -> str:

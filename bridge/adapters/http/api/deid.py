@@ -11,11 +11,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from bridge.adapters.http.api.schemas import ErrorBody
+from bridge.adapters.http.api.schemas import ErrorBody, RowId
 from bridge.adapters.http.deps import ContextDep, CurrentPrincipal, SessionDep
 from bridge.errors import NotFound
 from bridge.services.access.visibility import study_visible
@@ -108,7 +108,7 @@ def list_exports(session: SessionDep, principal: CurrentPrincipal,
 
 
 @router.get("/exports/{export_id}", response_model=ExportOut, responses=_ERRORS)
-def get_export(export_id: Annotated[int, Path(ge=1)], session: SessionDep,
+def get_export(export_id: RowId, session: SessionDep,
                principal: CurrentPrincipal) -> ExportOut:
     """One export's progress, with each object held back or refused and why."""
     export = session.get(DeidExport, export_id)

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, field_serializer
 
-from bridge.adapters.http.api.schemas import ErrorBody
+from bridge.adapters.http.api.schemas import ErrorBody, Offset, RowId
 from bridge.adapters.http.deps import SessionDep, actor_of, require_role
 from bridge.jobs import queue
 from bridge.services.auth.principal import Principal
@@ -74,7 +74,7 @@ def browse_jobs(
                                                   description="failed = the dead-letter list")
                           ] = None,
     limit: Annotated[int, Query(ge=1, le=queue.MAX_LIST_LIMIT)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[JobOut]:
     """Jobs, most recently changed first; ``?status=failed`` is the failed list."""
     rows = queue.list_jobs(session, queue=queue_name, status=job_status, limit=limit,
@@ -105,14 +105,14 @@ def requeue_failed_jobs(session: SessionDep, token: OperatorToken,
 
 
 @router.get("/{job_id}", response_model=JobOut, responses={404: {"model": ErrorBody}})
-def read_job(job_id: int, session: SessionDep, _token: OperatorToken) -> JobOut:
+def read_job(job_id: RowId, session: SessionDep, _token: OperatorToken) -> JobOut:
     """One job with its payload and last error."""
     return JobOut.model_validate(queue.get_job(session, job_id))
 
 
 @router.post("/{job_id}/requeue", response_model=JobOut,
              responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}})
-def requeue_job(job_id: int, session: SessionDep, token: OperatorToken) -> JobOut:
+def requeue_job(job_id: RowId, session: SessionDep, token: OperatorToken) -> JobOut:
     """Run a failed job again now, with a fresh attempt count (also hurries a pending one)."""
     job = queue.requeue(session, job_id, actor_of(token))
     session.commit()

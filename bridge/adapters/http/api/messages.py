@@ -16,7 +16,9 @@ from bridge.adapters.http.api.schemas import (
     ErrorBody,
     MessageDetail,
     MessageSummary,
+    Offset,
     ReprocessResult,
+    RowId,
 )
 from bridge.adapters.http.deps import ContextDep, IntegrationToken, SessionDep, ViewerToken
 from bridge.errors import Conflict
@@ -42,7 +44,7 @@ def browse_messages(
     since: Annotated[datetime | None, Query(description="received at or after (ISO 8601)")] = None,
     until: Annotated[datetime | None, Query(description="received before (ISO 8601)")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[MessageSummary]:
     """Logged messages, newest first. Naive times are taken as UTC."""
     rows = list_messages(
@@ -54,7 +56,7 @@ def browse_messages(
 
 @router.get("/{message_id}", response_model=MessageDetail,
             responses={404: {"model": ErrorBody}})
-def read_message(message_id: int, session: SessionDep,
+def read_message(message_id: RowId, session: SessionDep,
                  _token: IntegrationToken) -> MessageDetail:
     """One message with its content, raw bytes (base64) and acknowledgements."""
     return MessageDetail.model_validate(get_message(session, message_id=message_id))
@@ -66,7 +68,7 @@ def read_message(message_id: int, session: SessionDep,
     responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody},
                503: {"model": ErrorBody}},
 )
-def reprocess_message(message_id: int, session: SessionDep, context: ContextDep,
+def reprocess_message(message_id: RowId, session: SessionDep, context: ContextDep,
                       token: IntegrationToken) -> ReprocessResult:
     """Run a message that ended in ``error`` or ``rejected`` through intake again."""
     if context.reprocess is None:

@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, status
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from bridge.adapters.http.api.schemas import ErrorBody
+from bridge.adapters.http.api.schemas import MAX_ROW_ID, ErrorBody, Offset
 from bridge.adapters.http.api.studies import delete_archived_study
 from bridge.adapters.http.deps import AdminToken, ContextDep, IntegrationToken, SessionDep, actor_of
 from bridge.domain import Identifier
@@ -51,7 +51,7 @@ class AssignIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    order_id: int | None = Field(default=None, ge=1)
+    order_id: int | None = Field(default=None, ge=1, le=MAX_ROW_ID)
     accession: str | None = Field(default=None, min_length=1, max_length=16)
     patient: PatientRef | None = None
 
@@ -91,7 +91,7 @@ def queued_studies(
     kind: Annotated[Literal["unmatched", "patient_mismatch", "conflict"] | None,
                     Query(description="Why the studies wait.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[QueuedStudy]:
     """Studies waiting for an operator, oldest first, each with why it waits (``kind``) and,
     for a ``patient_mismatch``, the MIS values (``mis``) beside the modality's."""

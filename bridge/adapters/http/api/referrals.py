@@ -12,11 +12,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, status
+from fastapi import APIRouter, Depends, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.adapters.http.access import patient_data_reader
-from bridge.adapters.http.api.schemas import ErrorBody
+from bridge.adapters.http.api.schemas import ErrorBody, RowId
 from bridge.adapters.http.deps import ContextDep, SessionDep
 from bridge.domain import Identifier
 from bridge.mapping.referrals import fhir as rf
@@ -27,7 +27,7 @@ from bridge.services.referrals.workflow import NewReferral, add_report, create_r
 
 router = APIRouter(prefix="/api", tags=["referrals"])
 Caller = Annotated[Principal, Depends(patient_data_reader("integration"))]
-ReferralId = Annotated[int, Path(ge=1, le=2**62)]
+ReferralId = RowId
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (401, 403, 404, 409, 422)}
 

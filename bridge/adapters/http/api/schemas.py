@@ -14,6 +14,7 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
+from fastapi import Path, Query
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -24,6 +25,14 @@ from pydantic import (
 )
 
 from bridge.domain import CodedValue, Identifier, StepData
+
+#: The largest row id: the tables' ids are ``INTEGER`` (32 bits on PostgreSQL).
+MAX_ROW_ID = 2**31 - 1
+#: A row's id in a path (``/api/jobs/{job_id}``): positive and within the column's type (a
+#: larger one overflowed the database's integers: a 500 instead of a 422).
+RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
+#: How many rows of a listing to skip.
+Offset = Annotated[int, Query(ge=0, le=10_000_000)]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CODE_STRING = re.compile(r"[A-Z0-9_ ]+")
@@ -349,3 +358,15 @@ class ErrorBody(BaseModel):
     error: str
     detail: str
     location: str | None = None
+
+
+class FieldError(BaseModel):
+    location: str
+    message: str
+    type: str
+
+
+class ValidationErrorBody(ErrorBody):
+    """A request the schema refuses (422): every field that failed (its value not echoed)."""
+
+    errors: list[FieldError]

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel
 
-from bridge.adapters.http.api.schemas import ErrorBody
+from bridge.adapters.http.api.schemas import ErrorBody, Offset
 from bridge.adapters.http.deps import AdminToken, ContextDep, SessionDep, ViewerToken, actor_of
 from bridge.errors import Conflict
 from bridge.storage.cleanup import CleanupReport, last_cleanup, measure_capacity
@@ -103,7 +103,7 @@ def storage_deletions(
     session: SessionDep,
     _token: ViewerToken,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[DeletionOut]:
     """Every removal of a study's copies from a tier, newest first."""
     return recent_deletions(session, limit=limit, offset=offset)

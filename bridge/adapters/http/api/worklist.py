@@ -19,9 +19,11 @@ from bridge.adapters.http.api.schemas import (
     DicomDate,
     ErrorBody,
     Modality,
+    Offset,
     OrderCreate,
     OrderDetail,
     OrderUpdate,
+    RowId,
     WorklistItem,
 )
 from bridge.adapters.http.api.worklist_query import find_worklist, load_order, order_detail
@@ -68,7 +70,7 @@ def list_worklist(
     patient_id: Annotated[str | None, Query(max_length=64)] = None,
     accession: Annotated[str | None, Query(max_length=16)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[WorklistItem]:
     """Scheduled procedure steps with their order and patient, by date and time."""
     if date and (date_from or date_to):
@@ -86,7 +88,7 @@ def list_worklist(
 
 
 @router.get("/{order_id}", response_model=OrderDetail, responses=_ERRORS)
-def read_order(order_id: int, session: SessionDep, context: ContextDep,
+def read_order(order_id: RowId, session: SessionDep, context: ContextDep,
                principal: ClinicianOrViewer) -> OrderDetail:
     """One order with its patient and all its steps, closed ones included (and a viewer
     link to its study when BRIDGE_RESOURCE_VIEWER_LINKS is set)."""
@@ -125,7 +127,7 @@ def create_order(body: OrderCreate, session: SessionDep, context: ContextDep,
 
 
 @router.patch("/{order_id}", response_model=OrderDetail, responses=_ERRORS)
-def update_order(order_id: int, body: OrderUpdate, session: SessionDep, context: ContextDep,
+def update_order(order_id: RowId, body: OrderUpdate, session: SessionDep, context: ContextDep,
                  _token: IntegrationToken) -> OrderDetail:
     """Change an order: absent fields are kept, ``""`` clears; steps match by ``sps_id``."""
     order = load_order(session, order_id=order_id)
@@ -147,7 +149,7 @@ def update_order(order_id: int, body: OrderUpdate, session: SessionDep, context:
 
 
 @router.post("/{order_id}/cancel", response_model=OrderDetail, responses=_ERRORS)
-def cancel_order(order_id: int, session: SessionDep, context: ContextDep,
+def cancel_order(order_id: RowId, session: SessionDep, context: ContextDep,
                  _token: IntegrationToken) -> OrderDetail:
     """Cancel every open step of the order; completed or discontinued steps stay as they are."""
     order = load_order(session, order_id=order_id)
