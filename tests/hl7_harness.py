@@ -37,7 +37,9 @@ def running_mllp(settings: Settings, sessions: sessionmaker[Session],
     writer = HL7Intake(ingest, batch_max=64, linger=settings.hl7_batch_linger_ms / 1000,
                        expected=lambda: server.connections)
     server = MLLPServer(writer, max_message_bytes=max_message_bytes
-                        or settings.hl7_max_message_bytes)
+                        or settings.hl7_max_message_bytes,
+                        idle_seconds=settings.mllp_idle_seconds,
+                        max_connections=settings.mllp_max_connections)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()

@@ -66,7 +66,9 @@ class Bridge:
         self.writer = HL7Intake(self.ingest, batch_max=settings.hl7_batch_max,
                                 linger=settings.hl7_batch_linger_ms / 1000,
                                 expected=lambda: self.mllp.connections)
-        self.mllp = MLLPServer(self.writer, max_message_bytes=settings.hl7_max_message_bytes)
+        self.mllp = MLLPServer(self.writer, max_message_bytes=settings.hl7_max_message_bytes,
+                               idle_seconds=settings.mllp_idle_seconds,
+                               max_connections=settings.mllp_max_connections)
         self.metrics = CollectorRegistry()
         #: One store for C-STORE and STOW-RS: their objects share group commits.
         self.archive = ArchiveStore(settings, self.sessions)

@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     hl7_default_charset: str = "utf-8"
     hl7_sender_charsets: dict[str, str] = Field(default_factory=dict)
     hl7_max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    #: An MLLP connection silent this long (idle, or stalled inside a message) is closed.
+    mllp_idle_seconds: float = Field(default=600.0, gt=0, le=86400)
+    #: MLLP connections open at once; more are closed on arrival.
+    mllp_max_connections: int = Field(default=256, ge=1, le=10000)
     hl7_primary_authority: str = ""
     hl7_batch_max: int = Field(default=256, ge=1, le=10000)
     hl7_batch_linger_ms: float = Field(default=2.0, ge=0, le=100)
@@ -123,6 +127,9 @@ class Settings(BaseSettings):
     mwl_character_set: str = "ISO_IR 192"
     mwl_translit_language: Literal["uk", "ru"] = "uk"
     dicom_max_associations: int = Field(default=16, ge=1, le=256)
+    #: A DICOM peer silent this long (before its association request, or inside a PDU, or
+    #: between messages) has its connection closed.
+    dicom_network_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
 
     # Image intake, archive and reconciliation
     #: Where received files are kept (default: ``<data_dir>/archive``).

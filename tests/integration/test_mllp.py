@@ -172,3 +172,64 @@ def test_error_ack_names_the_field(settings: Settings,
         ack = client.send(hl7_fixture("bad_unmapped_orc.hl7")).decode()
         assert "MSA|AE|BAD0002" in ack
         assert "ERR||ORC^1^1|103^" in ack
+
+
+# ----------------------------------------------------------------------------- faults
+
+
+def _quick_settings(settings: Settings, **changes: object) -> Settings:
+    return settings.model_copy(update=changes)
+
+
+def test_idle_and_stalled_senders_are_closed_and_hold_up_nobody(
+        settings: Settings, session_factory: sessionmaker[Session]) -> None:
+    """One sender connects and says nothing, one stalls inside a message; a third is served
+    meanwhile; both silent ones are closed after ``mllp_idle_seconds``, nothing logged."""
+    quick = _quick_settings(settings, mllp_idle_seconds=1.0)
+    with running_mllp(quick, session_factory) as mllp:
+        idle = socket.create_connection(("127.0.0.1", mllp.port))
+        stalled = socket.create_connection(("127.0.0.1", mllp.port))
+        stalled.sendall(b"\x0bMSH|^~\\&|STALL|X|BRIDGE|Y|20261208||ADT^A08|STALL1|P|2.5\rPID|")
+        with MLLPClient("127.0.0.1", mllp.port) as client:
+            assert ack_code(client.send(hl7_fixture("adt_a01_utf8.hl7"))) == "AA"
+        for silent in (idle, stalled):
+            silent.settimeout(10)
+            assert silent.recv(1) == b""  # closed by the bridge, without an answer
+            silent.close()
+    with session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(HL7Message).where(
+            HL7Message.control_id == "STALL1")) == 0
+
+
+def test_a_hundred_megabytes_without_a_frame_end_are_refused_once(
+        settings: Settings, session_factory: sessionmaker[Session]) -> None:
+    """100 MB after a start block and no end: one AR (too large), memory bounded by the
+    limit, and the same connection carries the next message."""
+    with running_mllp(settings, session_factory, max_message_bytes=1 << 20) as mllp, \
+            MLLPClient("127.0.0.1", mllp.port, timeout=60) as client:
+        client.send_raw(b"\x0b")
+        chunk = b"A" * (1 << 20)
+        for _ in range(100):
+            client.send_raw(chunk)
+        client.send_raw(b"\x1c\r")
+        (refusal,) = client.read_optional(5.0)
+        assert ack_code(refusal) == "AR" and b"larger than" in refusal
+        assert ack_code(client.send(hl7_fixture("adt_a01_utf8.hl7"))) == "AA"
+
+
+def test_connections_beyond_the_limit_are_closed_and_the_rest_served(
+        settings: Settings, session_factory: sessionmaker[Session]) -> None:
+    quick = _quick_settings(settings, mllp_max_connections=4)
+    with running_mllp(quick, session_factory) as mllp:
+        held = [MLLPClient("127.0.0.1", mllp.port) for _ in range(4)]
+        try:
+            assert ack_code(held[0].send(hl7_fixture("adt_a01_utf8.hl7"))) == "AA"
+            extra = socket.create_connection(("127.0.0.1", mllp.port))
+            extra.settimeout(10)
+            assert extra.recv(1) == b""  # closed at once
+            extra.close()
+            assert all(ack_code(c.send(hl7_fixture("adt_a08_update.hl7"))) == "AA"
+                       for c in held[1:])
+        finally:
+            for client in held:
+                client.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,10 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
 )
 from pynetdicom import AE
-from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    ModalityWorklistInformationFind,
+    Verification,
+)
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -385,3 +389,35 @@ def test_a_modality_gone_mid_stream_leaves_the_server_answering(
     status, results = c_find(port, query(PatientID="P0000007"), MWL, "MODALITY")
     assert status == 0x0000
     assert [str(ds.PatientID) for ds in results] == ["P0000007"]
+
+
+def test_a_peer_that_stops_mid_pdu_holds_up_nobody_and_is_closed(
+        start_server: StartServer) -> None:
+    """An A-ASSOCIATE-RQ cut short (the PDU header promises more than is sent), and a
+    connection that sends nothing: C-ECHO from another peer meanwhile works; both silent
+    connections are closed after ``dicom_network_timeout_seconds``."""
+    server = start_server(dicom_network_timeout_seconds=1.0)
+    cut = socket.create_connection(("127.0.0.1", server.port))
+    cut.sendall(bytes([0x01, 0x00]) + (1000).to_bytes(4, "big") + b"\x00\x01\x00\x00BRIDGE")
+    silent = socket.create_connection(("127.0.0.1", server.port))
+    ae = AE(ae_title="ECHOER")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", server.port, ae_title="BRIDGE")
+    assert assoc.is_established
+    assert assoc.send_c_echo().Status == 0x0000
+    assoc.release()
+    for stalled in (cut, silent):
+        assert _closed_by_peer(stalled, within=15.0)
+        stalled.close()
+
+
+def _closed_by_peer(sock: socket.socket, *, within: float) -> bool:
+    """True once the other end closes (an A-ABORT or other bytes may come first); a timeout
+    fails the test."""
+    sock.settimeout(within)
+    try:
+        while sock.recv(4096):
+            pass
+    except ConnectionResetError:
+        return True  # closed with a reset: closed all the same
+    return True

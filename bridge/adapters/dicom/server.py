@@ -42,10 +42,16 @@ def verification_service(
 
 def _no_delay(event: Event) -> None:
     """pynetdicom writes a DIMSE message as separate PDUs (command, then data set); with
-    Nagle's algorithm the second waits for the peer's delayed ACK: ~40 ms per response."""
+    Nagle's algorithm the second waits for the peer's delayed ACK: ~40 ms per response.
+
+    And a timeout on the connection's reads: pynetdicom reads the rest of a PDU with a
+    blocking ``recv``, so a peer that stops inside one would hold its thread (one of
+    ``dicom_max_associations``) for ever; with a timeout the read fails, pynetdicom closes
+    the connection (its "transport closed" event)."""
     sock = getattr(event.assoc.dul.socket, "socket", None)
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(event.assoc.ae.network_timeout)
 
 
 #: Largest PDU the bridge accepts.
@@ -87,6 +93,10 @@ def start_dicom_server(
     _quiet_pynetdicom()
     ae = AE(ae_title=settings.ae_title)
     ae.maximum_associations = settings.dicom_max_associations
+    # A peer that stops mid-PDU or never sends its request holds its thread this long only.
+    ae.network_timeout = settings.dicom_network_timeout_seconds
+    ae.acse_timeout = min(ae.acse_timeout or settings.dicom_network_timeout_seconds,
+                          settings.dicom_network_timeout_seconds)
     # Larger PDUs than pynetdicom's 16 KB default: far fewer reads and decodes per object
     # (about 10 % more C-STORE throughput), while one PDU stays small in memory.
     ae.maximum_pdu_size = MAX_PDU_BYTES

@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.status import HTTP_422_UNPROCESSABLE_CONTENT
@@ -148,6 +149,7 @@ def create_app(
     app.add_exception_handler(BridgeError, _bridge_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(DataError, _data_error)  # type: ignore[arg-type]
     # Added last = outermost: metrics also count the 500s the error middleware writes.
     app.add_middleware(UnexpectedErrorMiddleware)
     app.add_middleware(ConsoleHeaders)
@@ -168,6 +170,16 @@ def _error_body(kind: str, detail: str, location: str | None = None) -> dict[str
 async def _bridge_error(_request: Request, exc: BridgeError) -> JSONResponse:
     return JSONResponse(_error_body(error_kind(exc), exc.message, exc.location),
                         status_code=answer_for(exc).http_status)
+
+
+async def _data_error(_request: Request, _exc: DataError) -> JSONResponse:
+    # The database refused a value the schema let through (a NUL character, which PostgreSQL
+    # text cannot hold; a number beyond the column): the request's fault, said without
+    # echoing the value. The transaction was rolled back with the request's session.
+    return JSONResponse(_error_body("invalid_request", "a value in the request cannot be "
+                                    "stored or searched for (a NUL character, or a number "
+                                    "out of range)"),
+                        status_code=HTTP_422_UNPROCESSABLE_CONTENT)
 
 
 async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -59,9 +59,16 @@ class _Reader(MLLPStreamReader):
 
 
 class MLLPServer:
-    def __init__(self, writer: Batcher[Inbound, Outcome], *, max_message_bytes: int) -> None:
+    """``idle_seconds``: a connection that sends nothing for this long (between messages or
+    stalled inside one) is closed; ``max_connections``: more at once are closed on arrival,
+    so that idle or stalled senders cannot use up what the others need."""
+
+    def __init__(self, writer: Batcher[Inbound, Outcome], *, max_message_bytes: int,
+                 idle_seconds: float = 600.0, max_connections: int = 256) -> None:
         self._writer = writer
         self._limit = max_message_bytes
+        self._idle = idle_seconds
+        self._max_connections = max_connections
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
@@ -97,6 +104,11 @@ class MLLPServer:
 
     def _on_connection(self, reader: asyncio.StreamReader,
                        writer: asyncio.StreamWriter) -> None:
+        if len(self._connections) >= self._max_connections:
+            log.warning("MLLP connection refused: %d connections open already",
+                        len(self._connections))
+            writer.close()
+            return
         task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
         self._connections.add(task)
         task.add_done_callback(self._connections.discard)
@@ -111,7 +123,12 @@ class MLLPServer:
         try:
             while True:
                 try:
-                    frame = await reader.readframe()
+                    async with asyncio.timeout(self._idle):  # no task per message, unlike wait_for
+                        frame = await reader.readframe()
+                except TimeoutError:
+                    log.info("MLLP connection closed after %.0f s without a message",
+                             self._idle, extra={"peer": peer})
+                    break
                 except FrameTooLarge:
                     # Answer once; the rest of the message arrives later without a start.
                     if not discarding:
