@@ -4,11 +4,12 @@ answers, ``kill -9``, start again on the same ports, data folder and database.""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -87,3 +88,17 @@ def bridge_process(data_dir: Path, database_url: str, **settings: str
         if process.proc is not None and process.proc.poll() is None:
             process.proc.kill()
             process.proc.wait(10)
+
+
+def kill_at_random_moments(bridge: BridgeProcess, done: Callable[[], int], total: int,
+                           rng: random.Random, kills: int) -> None:
+    """``kill -9`` the bridge ``kills`` times, each at a random point between 10 % and 90 % of
+    the ``total`` items its senders must get answered (``done()`` counts the answered), then
+    start it again on the same ports and data."""
+    for _ in range(kills):
+        target = rng.uniform(0.1, 0.9) * total
+        while done() < target and done() < total:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0, 0.05))
+        bridge.kill()
+        bridge.start()

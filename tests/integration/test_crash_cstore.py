@@ -29,7 +29,7 @@ from sqlalchemy import select
 from bridge.store.archive_models import Instance
 from bridge.store.db import make_engine, make_session_factory
 from tests.dicom_factories import UID_ROOT, ct_slice
-from tests.process_harness import BridgeProcess, bridge_process
+from tests.process_harness import bridge_process, kill_at_random_moments
 
 pytestmark = pytest.mark.integration
 ASSOCIATIONS = 4
@@ -77,19 +77,6 @@ class Modality:
                 assoc.release()
 
 
-def kill_now_and_then(bridge: BridgeProcess, modalities: list[Modality], rng: random.Random,
-                      kills: int) -> None:
-    total = sum(len(m.objects) for m in modalities)
-    for _ in range(kills):
-        target = rng.uniform(0.1, 0.9) * total
-        while sum(len(m.stored) for m in modalities) < target and any(
-                len(m.stored) < len(m.objects) for m in modalities):
-            time.sleep(0.005)
-        time.sleep(rng.uniform(0, 0.05))
-        bridge.kill()
-        bridge.start()
-
-
 def test_kill_9_during_c_store_keeps_every_acknowledged_object(
         tmp_path: Path, database_url: str) -> None:
     seed = int(os.environ.get("BRIDGE_CRASH_SEED", str(random.randrange(1 << 30))))
@@ -106,7 +93,8 @@ def test_kill_9_during_c_store_keeps_every_acknowledged_object(
         threads = [threading.Thread(target=m.run) for m in modalities]
         for thread in threads:
             thread.start()
-        kill_now_and_then(bridge, modalities, rng, KILLS)
+        kill_at_random_moments(bridge, lambda: sum(len(x.stored) for x in modalities),
+                               sum(len(x.objects) for x in modalities), rng, KILLS)
         for thread in threads:
             thread.join(DEADLINE)
         assert [m.failure for m in modalities if m.failure] == [], f"seed {seed}"

@@ -25,7 +25,7 @@ from bridge.clients.mllp import MLLPClient
 from bridge.store.db import make_engine, make_session_factory
 from bridge.store.models import HL7Message, Order
 from tests.conftest import hl7_fixture
-from tests.process_harness import BridgeProcess, bridge_process
+from tests.process_harness import bridge_process, kill_at_random_moments
 
 pytestmark = pytest.mark.integration
 SENDERS = 8
@@ -88,20 +88,6 @@ class Sender:
                 client.close()
 
 
-def kill_now_and_then(bridge: BridgeProcess, senders: list[Sender], rng: random.Random,
-                      kills: int) -> None:
-    total = sum(len(s.numbers) for s in senders)
-    for _ in range(kills):
-        # A random moment while messages are still on their way.
-        target = rng.uniform(0.1, 0.9) * total
-        while sum(len(s.acks) for s in senders) < target and any(
-                len(s.acks) < len(s.numbers) for s in senders):
-            time.sleep(0.005)
-        time.sleep(rng.uniform(0, 0.05))
-        bridge.kill()
-        bridge.start()
-
-
 def test_kill_9_during_an_hl7_burst_loses_and_repeats_nothing(
         tmp_path: Path, database_url: str) -> None:
     seed = int(os.environ.get("BRIDGE_CRASH_SEED", str(random.randrange(1 << 30))))
@@ -112,7 +98,8 @@ def test_kill_9_during_an_hl7_burst_loses_and_repeats_nothing(
         threads = [threading.Thread(target=s.run) for s in senders]
         for thread in threads:
             thread.start()
-        kill_now_and_then(bridge, senders, rng, KILLS)
+        kill_at_random_moments(bridge, lambda: sum(len(x.acks) for x in senders),
+                               sum(len(x.numbers) for x in senders), rng, KILLS)
         for thread in threads:
             thread.join(DEADLINE)
         failures = [s.failure for s in senders if s.failure is not None]

@@ -76,8 +76,8 @@ def audit_read(context: AppContext, request: Request, *, action: str, entity: st
     # The details (level, kind, counts) are part of the key: the same study's thumbnail
     # and its frames are each recorded once; frame after frame of a series, once.
     key = (actor, source, action, entity, entity_id,
-           tuple(sorted((k, str(v)) for k, v in (details or {}).items())))
-    if coalesce and not context.recent_reads.first_in_window(key):
+           tuple(sorted((k, str(v)) for k, v in (details or {}).items()))) if coalesce else None
+    if key is not None and not context.recent_reads.first_in_window(key):
         return
     try:
         with context.session_factory.begin() as session:
@@ -86,6 +86,6 @@ def audit_read(context: AppContext, request: Request, *, action: str, entity: st
                          details={"path": request.url.path[:200], "source": source,
                                   **(details or {})})
     except BaseException:
-        if coalesce:
+        if key is not None:
             context.recent_reads.forget(key)
         raise
